@@ -1,0 +1,3 @@
+"""FeatherFace ODConv: a lightweight face detector with omni-dimensional dynamic convolution."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""`python -m featherface VERB ...` is the same as the `featherface` command."""
+
+import sys
+
+from featherface.cli import main
+
+sys.exit(main())

@@ -1,0 +1,219 @@
+"""The parameter file (`params.yaml`) as typed, frozen, validated dataclasses.
+
+`params.yaml` is the single source of every parameter of the pipeline. Each top-level section maps onto
+one dataclass below; `load_params` reads the file, rejects unknown keys (with a suggestion for the
+closest known key) and values of the wrong type or range (naming the dotted key), and resolves relative
+paths against the directory of the parameter file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A parameter file or override that does not match the schema."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and which part of it the pipeline uses.
+
+    Attributes:
+        source: ``local`` copies from ``local_widerface`` / ``local_weights`` (offline machines, CI);
+            ``gdown`` fetches from the official locations with checksums.
+        local_widerface: a WIDER FACE folder in the layout of ``../shared/data/widerface``.
+        local_weights: a folder holding ``mobilenetV1X0.25_pretrain.tar``.
+        root: where the download stage writes (``<root>/widerface``, ``<root>/weights``).
+        archive_dir: where the ``gdown`` source keeps the downloaded archives (resumable).
+        train_images: the first N train images in sorted order; 0 keeps all.
+        val_images: the first N val images in sorted order; 0 keeps all.
+    """
+
+    source: Literal["local", "gdown"] = "local"
+    local_widerface: str = "../shared/data/widerface"
+    local_weights: str = "../shared/weights"
+    root: str = "data"
+    archive_dir: str = "data/archives"
+    train_images: int = 64
+    val_images: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.train_images >= 0, "data.train_images", "must be >= 0 (0 keeps all)")
+        _require(self.val_images >= 0, "data.val_images", "must be >= 0 (0 keeps all)")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """What the verify stage checks.
+
+    Attributes:
+        decode_images: decode every image (slow on full WIDER FACE, a few seconds on the subset).
+        min_train_images / min_val_images: fail when fewer images are present.
+    """
+
+    decode_images: bool = True
+    min_train_images: int = 1
+    min_val_images: int = 1
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole parameter file."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a type annotation and convert YAML lists to tuples where declared."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return from_dict(annotation, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}{_suggest(str(value), map(str, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            items = [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        elif origin is tuple and args:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            items = [_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_type = args[0] if args else Any
+            items = [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {annotation!r}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, validating every key and value.
+
+    Raises:
+        ConfigError: naming the dotted key of an unknown key (with a suggestion) or a bad value.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown key '{dotted}'{_suggest(str(key), fields)}; known keys: {sorted(fields)}")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if prefix and not str(err).startswith(prefix):
+            raise ConfigError(f"{prefix}.{err}") from None
+        raise
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (or nested containers of them) as plain YAML/JSON-ready data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw parameter mapping."""
+    result = typing.cast(dict, yaml.safe_load(yaml.safe_dump(data))) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
+    """Read and validate a parameter file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``section.key=value`` strings applied on top (validated like the file).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ConfigError: for unknown keys or bad values (the message names the dotted key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, overrides)
+    return from_dict(Params, raw)
+
+
+def resolve_path(value: str | Path, base: str | Path) -> Path:
+    """`value` if absolute, else relative to `base` (the directory of the parameter file)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(base) / p

@@ -1,0 +1,1 @@
+"""Data: WIDER FACE labels, sources, download and verification."""

@@ -1,0 +1,1 @@
+"""Evaluation: the official WIDER FACE protocol in vectorised numpy."""

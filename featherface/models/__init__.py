@@ -1,0 +1,1 @@
+"""Models: backbone, heads, the FeatherFace assembly, the registry and checkpoint loading."""

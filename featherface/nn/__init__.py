@@ -1,0 +1,1 @@
+"""Neural-network modules: ODConv, CBAM, conv blocks, BiFPN, SSH."""

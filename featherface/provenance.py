@@ -1,0 +1,99 @@
+"""Provenance records: which code, parameters and data produced a stage's outputs.
+
+Every pipeline stage writes `provenance.json` beside its outputs with the stage name, the parameter sections it
+read, the code version (git commit and whether the tree was dirty, plus the package version) and the sha256 of
+its input files, so a number in `results/` can be traced back to what made it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import featherface
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_version(repo_dir: str | Path | None = None) -> dict[str, Any]:
+    """The package version and, inside a git checkout, the commit and whether tracked files were modified."""
+    repo = Path(repo_dir) if repo_dir else Path(featherface.__file__).resolve().parents[1]
+    info: dict[str, Any] = {"package": featherface.__version__, "git_commit": None, "git_dirty": None}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        info.update(git_commit=commit, git_dirty=bool(status.strip()))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write `data` as indented JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_record(
+    out_dir: str | Path,
+    stage: str,
+    params: Mapping[str, Any],
+    inputs: Iterable[str | Path] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `<out_dir>/provenance.json` for a stage and return its path.
+
+    Args:
+        out_dir: the stage's output folder.
+        stage: the stage name (``download``, ``verify``, ...).
+        params: the parameter sections the stage read (plain data).
+        inputs: input files whose sha256 is recorded (folders are skipped; use a manifest file for them).
+        extra: anything else worth recording (e.g. a summary of the results).
+    """
+    checksums = {str(p): sha256_file(p) for p in map(Path, inputs) if p.is_file()}
+    record = {
+        "stage": stage,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code": code_version(),
+        "python": platform.python_version(),
+        "params": dict(params),
+        "inputs_sha256": checksums,
+    }
+    if extra:
+        record.update(extra)
+    path = Path(out_dir) / "provenance.json"
+    write_json(path, record)
+    return path

@@ -1,0 +1,106 @@
+"""The parameter file schema: loading, validation messages, overrides, path resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from featherface.config import (
+    ConfigError,
+    DataConfig,
+    Params,
+    apply_overrides,
+    from_dict,
+    load_params,
+    resolve_path,
+    to_dict,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_project_params_files_load() -> None:
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert params.data.source == "local"
+    full = load_params(PROJECT_ROOT / "workflow" / "params-full.yaml")
+    assert full.data.source == "gdown" and full.data.train_images == 0
+
+
+def test_defaults_fill_missing_sections(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, "data:\n  train_images: 8\n"))
+    assert params.data.train_images == 8
+    assert params.verify == Params().verify
+
+
+def test_unknown_key_names_key_and_suggests(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'data.train_image'.*did you mean 'train_images'"):
+        load_params(write(tmp_path, "data:\n  train_image: 8\n"))
+
+
+def test_unknown_section_suggests(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'verfy'.*did you mean 'verify'"):
+        load_params(write(tmp_path, "verfy:\n  decode_images: true\n"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  train_images: many\n", r"data.train_images: expected an integer"),
+        ("data:\n  train_images: -1\n", r"data.train_images: must be >= 0"),
+        ("data:\n  source: ftp\n", r"data.source: 'ftp' is not one of \['local', 'gdown'\]"),
+        ("verify:\n  decode_images: 1\n", r"verify.decode_images: expected true or false"),
+        ("data: 3\n", r"data: expected a mapping"),
+        ("- a\n- b\n", r"expected a mapping of sections"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_params(write(tmp_path, text))
+
+
+def test_missing_file_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="parameter file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, "data:\n  train_images: 8\n")
+    assert load_params(path, ["data.train_images=16"]).data.train_images == 16
+    with pytest.raises(ConfigError, match="unknown key 'data.nope'"):
+        load_params(path, ["data.nope=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["data.train_images"])
+
+
+def test_round_trip_and_frozen() -> None:
+    params = Params()
+    assert from_dict(Params, to_dict(params)) == params
+    with pytest.raises(Exception):
+        params.data.train_images = 3  # type: ignore[misc]
+
+
+def test_tuple_fields_convert_lists() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Sizes:
+        sizes: tuple[tuple[int, int], ...] = ()
+        scale: float = 1.0
+
+    built = from_dict(Sizes, {"sizes": [[640, 640], [250, 333]], "scale": 2})
+    assert built.sizes == ((640, 640), (250, 333)) and built.scale == 2.0
+    with pytest.raises(ConfigError, match=r"sizes\[1\]: expected 2 items"):
+        from_dict(Sizes, {"sizes": [[1, 2], [3]]})
+
+
+def test_resolve_path(tmp_path: Path) -> None:
+    assert resolve_path("data", tmp_path) == tmp_path / "data"
+    assert resolve_path("/abs/x", tmp_path) == Path("/abs/x")
+    assert DataConfig().root == "data"
