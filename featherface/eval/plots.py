@@ -1,0 +1,78 @@
+"""Precision / recall plots of WIDER FACE results (matplotlib, Agg canvas; no pyplot global state)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from featherface.eval.widerface import WiderResult
+
+__all__ = ["plot_pr_curves"]
+
+
+def _fmt_ap(ap: float) -> str:
+    return "n/a" if math.isnan(ap) else f"{100 * ap:.2f}"
+
+
+def plot_pr_curves(
+    results: WiderResult | Mapping[str, WiderResult],
+    out_png: str | os.PathLike[str],
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Draw Easy / Medium / Hard precision-recall curves as one figure with three panels.
+
+    Args:
+        results: one result, or ``{label: result}`` to compare several detectors (one curve each per panel;
+            the legend gives the AP in percent).
+        out_png: PNG to write (folders are created; written through a temporary file and a rename).
+        title: figure title; by default says how many of the ground truth's images took part.
+        dpi: resolution.
+
+    Returns:
+        The path written.
+    """
+    if isinstance(results, WiderResult):
+        results = {"predictions": results}
+    if not results:
+        raise ValueError("plot_pr_curves needs at least one result")
+    first = next(iter(results.values()))
+    settings = first.settings
+    fig = Figure(figsize=(4.2 * len(settings), 4.2), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(settings), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, setting in zip(axes, settings):
+        for label, result in results.items():
+            curve = result.pr_curves[setting]
+            keep = ~np.isnan(curve.precision)  # thresholds with no proposal have no precision
+            ax.plot(curve.recall[keep], curve.precision[keep], lw=1.5, label=f"{label} ({_fmt_ap(result.ap[setting])})")
+        ax.set_title(setting.capitalize())
+        ax.set_xlabel("recall")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.01)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower left", fontsize="small")
+    axes[0].set_ylabel("precision")
+    if title is None:
+        title = f"WIDER FACE val: {first.num_images} of {first.num_images_total} images"
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
