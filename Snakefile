@@ -15,9 +15,24 @@ configfile: PARAMS_FILE
 DATA = config["data"]["root"]
 
 
+def py_files(*folders):
+    """The Python sources of package folders: a rule reruns when its code changes."""
+    return sorted(str(p) for folder in folders for p in Path(folder).glob("*.py"))
+
+
+def produced_or_file(path):
+    """A weights path as a rule input: the download stage's weights folder when the file is inside it (the
+    folder is that rule's output), else the file itself."""
+    weights_dir = Path(DATA) / "weights"
+    return str(weights_dir) if Path(path).parent == weights_dir else path
+
+
 include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
 
 
 rule all:
     input:
         "results/verify/report.json",
+        "results/validate/report.json",
+        "results/score/ap.json",

@@ -109,6 +109,158 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from featherface.models.registry import create_model
+    from featherface.models.summary import summarize
+
+    height, width = args.size
+    model = create_model(args.model)
+    summary = summarize(model, (height, width), depth=args.depth)
+    print(f"{args.model}: {summary.total_params:,} parameters ({summary.trainable_params:,} trainable)")
+    print(f"MACs at {height}x{width}: {summary.total_macs:,} ({summary.total_macs / 1e9:.3f} G)")
+    print("\nparameters per module:")
+    for row in summary.param_table:
+        print(f"  {row.name:<40} {row.kind:<28} {row.params:>10,}")
+    print(f"\nMACs per module at {height}x{width}:")
+    for mac_row in summary.mac_table:
+        print(f"  {mac_row.name:<40} {mac_row.kind:<28} {mac_row.macs:>14,}")
+    print("\nMACs per layer type:")
+    for kind, macs in sorted(summary.macs_by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<40} {macs:>14,}")
+    print("\noutputs:")
+    for name, shape in summary.output_shapes.items():
+        print(f"  {name:<12} {tuple(shape)}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from featherface.config import to_dict
+    from featherface.provenance import write_json, write_record
+    from featherface.validate import validate
+
+    params, root = _params(args)
+    out_dir = Path(args.out) if args.out else root / "results" / "validate"
+    report = validate(params.validate, root)
+    write_json(out_dir / "report.json", report.to_dict())
+    write_record(out_dir, "validate", {"validate": to_dict(params.validate)}, extra={"ok": report.ok})
+    for m in report.models:
+        status = "ok" if m.within_budget and m.shapes_ok else "FAILED: " + "; ".join(m.problems)
+        print(f"  {m.name:<22} {m.parameters:>9,} params  {m.macs_640 / 1e9:.3f} GMACs@640  {status}")
+    if report.golden_skipped:
+        print(f"  ODConv golden vectors: skipped ({report.golden_skipped})")
+    else:
+        worst = max((max(g.max_abs_diff.values()) for g in report.odconv_golden), default=float("nan"))
+        passed = sum(g.ok for g in report.odconv_golden)
+        print(f"  ODConv golden vectors: {passed}/{len(report.odconv_golden)} files match (max |diff| {worst:.2e})")
+    print(f"validate: {'OK' if report.ok else 'FAILED'}; report {out_dir / 'report.json'}")
+    return 0 if report.ok else 1
+
+
+def _detector_from_predict_params(params: Params, root: Path):
+    from featherface.api import DetectorSettings, FaceDetector
+    from featherface.config import resolve_path
+
+    cfg = params.predict
+    settings = DetectorSettings(
+        score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou, pre_nms_top_k=cfg.pre_nms_top_k,
+        max_detections=cfg.keep_top_k, long_side=cfg.long_side or None, batch_size=cfg.batch_size,
+    )
+    device = None if cfg.device == "auto" else cfg.device
+    return FaceDetector.from_pretrained(cfg.model, resolve_path(cfg.weights, root), settings=settings, device=device)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from featherface.config import resolve_path, to_dict
+    from featherface.eval.predict import predict_folder
+    from featherface.provenance import write_json, write_record
+
+    params, root = _params(args)
+    images = Path(args.images) if args.images else resolve_path(params.data.root, root) / "widerface/val/images"
+    out_dir = Path(args.out) if args.out else root / "results" / "predict"
+    detector = _detector_from_predict_params(params, root)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        summary = predict_folder(detector, images, out_dir / "predictions", progress=progress)
+    finally:
+        progress.close()
+    write_json(out_dir / "summary.json", {**summary.to_dict(), "device": str(detector.device)})
+    weights = resolve_path(params.predict.weights, root)
+    write_record(out_dir, "predict", {"predict": to_dict(params.predict)}, inputs=[weights], extra=summary.to_dict())
+    for rel, reason in summary.skipped.items():
+        print(f"  skipped {rel}: {reason}", file=sys.stderr)
+    print(
+        f"predict: {summary.images} images, {summary.detections} detections, "
+        f"{summary.seconds_per_image:.3f} s/image on {detector.device}; files in {out_dir / 'predictions'}"
+    )
+    return 0
+
+
+def _print_ap(result, label: str) -> None:
+    ap = result.ap
+    print(
+        f"{label}: Easy {100 * ap['easy']:.2f}  Medium {100 * ap['medium']:.2f}  Hard {100 * ap['hard']:.2f}  "
+        f"({result.num_images} of the {result.num_images_total} val images took part)"
+    )
+
+
+def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None):
+    from featherface.eval.plots import plot_pr_curves
+    from featherface.eval.widerface import evaluate_folder
+    from featherface.provenance import atomic_write_text
+
+    result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    atomic_write_text(out_dir / "ap.json", result.to_json())
+    plot_pr_curves(result, out_dir / "pr_curves.png", title=title)
+    return result
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from featherface.config import resolve_path, to_dict
+    from featherface.provenance import write_record
+
+    params, root = _params(args)
+    pred_dir = Path(args.predictions) if args.predictions else root / "results" / "predict" / "predictions"
+    gt_dir = resolve_path(params.data.root, root) / "widerface" / "val"
+    out_dir = Path(args.out) if args.out else root / "results" / "score"
+    title = f"{params.predict.model} on WIDER FACE val"
+    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title)
+    inputs = [*sorted(gt_dir.glob("wider_*_val.mat"))]
+    write_record(
+        out_dir, "score", {"score": to_dict(params.score), "predict": to_dict(params.predict)}, inputs=inputs,
+        extra={"ap": result.ap, "num_images": result.num_images, "num_images_total": result.num_images_total},
+    )
+    _print_ap(result, f"score ({params.predict.model})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from featherface.api import DetectorSettings, FaceDetector, WIDER_PROTOCOL
+    from featherface.eval.predict import predict_folder
+
+    out_dir = Path(args.out)
+    gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
+    if gt_dir is None:
+        raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
+    if args.predictions:
+        pred_dir = Path(args.predictions)
+    else:
+        if not (args.images and args.weights):
+            raise ValueError("give either --predictions DIR, or --model/--weights with --images DIR")
+        settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
+        detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+        pred_dir = out_dir / "predictions"
+        progress = TqdmProgress(not args.quiet)
+        try:
+            summary = predict_folder(detector, args.images, pred_dir, progress=progress)
+        finally:
+            progress.close()
+        print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
+    result = _score_folder(pred_dir, gt_dir, out_dir, args.iou, "ignore" if args.ignore_unknown else "error", None)
+    _print_ap(result, "evaluate")
+    print(f"AP and PR curves in {out_dir}")
+    return 0
+
+
 def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument(
@@ -152,6 +304,83 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_options(p)
     p.add_argument("--out", help="output folder (default: results/verify)")
     p.set_defaults(func=cmd_verify)
+
+    p = verbs.add_parser(
+        "validate",
+        help="stage 3: build each model, check the parameter budget, output shapes and ODConv golden vectors",
+        description=(
+            "Build every model in validate.models, check its parameter count against validate.param_budget and its "
+            "output shapes at validate.input_sizes, and compare ODConv with the official module's golden vectors "
+            "(validate.golden_dir; skipped when absent). Writes results/validate/report.json; exits 1 on a failure."
+        ),
+    )
+    _add_params_options(p)
+    p.add_argument("--out", help="output folder (default: results/validate)")
+    p.set_defaults(func=cmd_validate)
+
+    p = verbs.add_parser(
+        "predict",
+        help="stage 5: run the configured checkpoint over the val images and write WIDER prediction files",
+        description=(
+            "Run predict.model with predict.weights over data/widerface/val/images with the evaluation protocol "
+            "(original size, score > 0.02, top 5000, NMS 0.4, keep 750 by default) and write the official "
+            "prediction files into results/predict/predictions/<event>/<name>.txt. Unreadable images are skipped "
+            "with a warning."
+        ),
+    )
+    _add_params_options(p)
+    p.add_argument("--images", help="image folder (default: <data.root>/widerface/val/images)")
+    p.add_argument("--out", help="output folder (default: results/predict)")
+    p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser(
+        "score",
+        help="stage 6: Easy / Medium / Hard AP and PR curves of the predictions (official WIDER protocol)",
+        description=(
+            "Compute WIDER FACE Easy / Medium / Hard AP of results/predict/predictions against the official "
+            "ground truth in <data.root>/widerface/val, counting only the faces of the images that have a "
+            "prediction file (it prints how many of the 3,226 val images took part). Writes results/score/ap.json "
+            "and results/score/pr_curves.png."
+        ),
+    )
+    _add_params_options(p)
+    p.add_argument("--predictions", help="prediction folder (default: results/predict/predictions)")
+    p.add_argument("--out", help="output folder (default: results/score)")
+    p.set_defaults(func=cmd_score)
+
+    p = verbs.add_parser(
+        "evaluate",
+        help="WIDER FACE AP of a model (run at original size) or of any detector's prediction folder",
+        description=(
+            "Either run a model over a WIDER val image folder with the evaluation protocol (--model, --weights, "
+            "--images) and score it, or score an existing folder of official prediction files from any detector "
+            "(--predictions). Needs the folder with the four wider_*_val.mat files (--gt; default: the parent of "
+            "--images). Only images with a prediction file take part; the count is printed."
+        ),
+    )
+    p.add_argument("--predictions", help="an existing prediction folder <event>/<name>.txt")
+    p.add_argument("--model", help="registered model name (omit for a checkpoint of ours, which records it)")
+    p.add_argument("--weights", help="checkpoint path")
+    p.add_argument("--images", help="WIDER val image folder <event>/<name>.jpg")
+    p.add_argument("--gt", help="folder holding wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+    p.add_argument("--out", default="results/evaluate", help="output folder (default: results/evaluate)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (default 0.5)")
+    p.add_argument(
+        "--ignore-unknown", action="store_true",
+        help="leave out prediction files of images that are not in the ground truth (default: error)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser(
+        "info",
+        help="parameters per module, MACs and output shapes of a registered model",
+        description="Print a model's parameters per module, its MACs (deformable and ODConv work included) and outputs.",
+    )
+    p.add_argument("model", help="registered model name, e.g. featherface_odconv")
+    p.add_argument("--size", type=int, nargs=2, default=(640, 640), metavar=("H", "W"), help="input size (640 640)")
+    p.add_argument("--depth", type=int, default=2, help="module-path depth of the tables (default 2)")
+    p.set_defaults(func=cmd_info)
     return parser
 
 

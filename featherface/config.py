@@ -36,6 +36,8 @@ class DataConfig:
         archive_dir: where the ``gdown`` source keeps the downloaded archives (resumable).
         train_images: the first N train images in sorted order; 0 keeps all.
         val_images: the first N val images in sorted order; 0 keeps all.
+        extra_weights: more files copied from ``local_weights`` into ``<root>/weights`` (``local`` source only),
+            e.g. the FeatherFace fork checkpoints used for parity, evaluation and warm starts.
     """
 
     source: Literal["local", "gdown"] = "local"
@@ -45,8 +47,11 @@ class DataConfig:
     archive_dir: str = "data/archives"
     train_images: int = 64
     val_images: int = 0
+    extra_weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in self.extra_weights:
+            _require("/" not in name and name not in ("", ".", ".."), "data.extra_weights", f"{name!r} must be a file name")
         _require(self.train_images >= 0, "data.train_images", "must be >= 0 (0 keeps all)")
         _require(self.val_images >= 0, "data.val_images", "must be >= 0 (0 keeps all)")
 
@@ -66,11 +71,81 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    """What the validate stage builds and checks.
+
+    Attributes:
+        models: registered model names to build.
+        param_budget: the most parameters any of `models` may have (the project's 490,000 budget).
+        input_sizes: ``(H, W)`` network input sizes whose output shapes are checked.
+        golden_dir: the folder of ODConv golden vectors (``<golden_dir>/odconv``); skipped when absent.
+        tolerance: the largest absolute difference allowed against the golden outputs.
+    """
+
+    models: tuple[str, ...] = ("featherface_none", "featherface_cbam", "featherface_odconv")
+    param_budget: int = 490_000
+    input_sizes: tuple[tuple[int, int], ...] = ((640, 640), (250, 333))
+    golden_dir: str = "../shared/golden"
+    tolerance: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _require(len(self.models) > 0, "validate.models", "name at least one model")
+        _require(self.param_budget > 0, "validate.param_budget", "must be positive")
+        for h, w in self.input_sizes:
+            _require(h >= 1 and w >= 1, "validate.input_sizes", f"({h}, {w}) must be positive")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """The predict stage: one model over the val images, writing official WIDER prediction files.
+
+    The defaults are the evaluation protocol of DESIGN.md section 3 (original size, score > 0.02, top 5000,
+    NMS IoU 0.4, keep 750).
+
+    Attributes:
+        model: a registered model name.
+        weights: a checkpoint of ours or a FeatherFace fork state dict (relative to the parameter file).
+        long_side: 0 runs at the original image size (the protocol); N resizes the longer side to N pixels.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+    """
+
+    model: str = "featherface_v1"
+    weights: str = "data/weights/featherface_v1_fork.pth"
+    long_side: int = 0
+    score_threshold: float = 0.02
+    pre_nms_top_k: int = 5000
+    nms_iou: float = 0.4
+    keep_top_k: int = 750
+    batch_size: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.long_side == 0 or self.long_side >= 32, "predict.long_side", "must be 0 (original) or >= 32")
+        _require(0.0 <= self.score_threshold < 1.0, "predict.score_threshold", "must be in [0, 1)")
+        _require(0.0 < self.nms_iou <= 1.0, "predict.nms_iou", "must be in (0, 1]")
+        for key in ("pre_nms_top_k", "keep_top_k", "batch_size"):
+            _require(getattr(self, key) >= 1, f"predict.{key}", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The score stage: Easy / Medium / Hard AP of the predictions (official WIDER FACE protocol)."""
+
+    iou_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.iou_threshold <= 1.0, "score.iou_threshold", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole parameter file."""
 
     data: DataConfig = field(default_factory=DataConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
 
 def _require(condition: bool, key: str, message: str) -> None:

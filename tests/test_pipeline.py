@@ -53,6 +53,7 @@ def project(tmp_path: Path, shared_dir: Path) -> Path:
         train_images=4,
         val_images=4,
     )
+    params["validate"]["golden_dir"] = str(shared_dir / "golden")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -96,11 +97,21 @@ def test_snakemake_and_dvc_define_the_same_stages(project: Path) -> None:
         assert snake_outputs[stage] == set(outs), f"stage {stage}: outputs differ"
 
 
+ALL_STAGES = {"download", "verify", "validate", "predict", "score"}
+
+
+def _check_results(project: Path, val_images: int) -> None:
+    assert yaml.safe_load((project / "results" / "verify" / "report.json").read_text())["ok"] is True
+    assert yaml.safe_load((project / "results" / "validate" / "report.json").read_text())["ok"] is True
+    ap = yaml.safe_load((project / "results" / "score" / "ap.json").read_text())
+    assert ap["num_images"] == val_images and ap["num_images_total"] == 3226
+    assert all(0.0 <= ap["ap"][s] <= 1.0 for s in ("easy", "medium", "hard"))
+    assert (project / "results" / "score" / "pr_curves.png").stat().st_size > 0
+
+
 def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
-    first = _snakemake(project)
-    assert _snakemake_ran(first) == {"download", "verify"}
-    report = yaml.safe_load((project / "results" / "verify" / "report.json").read_text())
-    assert report["ok"] is True
+    assert _snakemake_ran(_snakemake(project)) == ALL_STAGES
+    _check_results(project, 4)
     again = _snakemake(project)
     assert _snakemake_ran(again) == set(), "a second run must do nothing"
     assert "Nothing to be done" in again
@@ -108,23 +119,33 @@ def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     _set_param(project, "verify", "decode_images", False)
     assert _snakemake_ran(_snakemake(project)) == {"verify"}
 
+    _set_param(project, "validate", "input_sizes", [[64, 64]])
+    assert _snakemake_ran(_snakemake(project)) == {"validate"}
+
+    _set_param(project, "score", "iou_threshold", 0.6)
+    assert _snakemake_ran(_snakemake(project)) == {"score"}
+
     _set_param(project, "data", "val_images", 3)
-    assert _snakemake_ran(_snakemake(project)) == {"download", "verify"}
-    val = list((project / "data" / "widerface" / "val" / "images").rglob("*.jpg"))
-    assert len(val) == 3
+    assert _snakemake_ran(_snakemake(project)) == {"download", "verify", "predict", "score"}
+    _check_results(project, 3)
 
 
 def test_dvc_reruns_only_what_a_parameter_touches(project: Path) -> None:
     _dvc_init(project)
     dvc = [sys.executable, "-m", "dvc", "repro"]
-    assert _dvc_ran(_run(dvc, project)) == {"download", "verify"}
+    assert _dvc_ran(_run(dvc, project)) == ALL_STAGES
+    _check_results(project, 4)
     assert _dvc_ran(_run(dvc, project)) == set(), "a second run must do nothing"
 
     _set_param(project, "verify", "decode_images", False)
     assert _dvc_ran(_run(dvc, project)) == {"verify"}
 
+    _set_param(project, "validate", "input_sizes", [[64, 64]])
+    assert _dvc_ran(_run(dvc, project)) == {"validate"}
+
     _set_param(project, "data", "val_images", 3)
-    assert _dvc_ran(_run(dvc, project)) == {"download", "verify"}
+    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score"}
+    _check_results(project, 3)
     provenance = yaml.safe_load((project / "results" / "verify" / "provenance.json").read_text())
     assert provenance["params"]["data"]["val_images"] == 3
     assert provenance["code"]["package"]

@@ -608,6 +608,15 @@ def build_layout(
     return {**summary, "sync": stats}
 
 
+def _copy_extra_weights(weights_dir: Path, root: Path, names: Sequence[str]) -> None:
+    """Copy the checkpoints named in ``data.extra_weights`` from `weights_dir` into ``<root>/weights``."""
+    missing = [str(weights_dir / name) for name in names if not (weights_dir / name).is_file()]
+    if missing:
+        raise DataSourceError("data.extra_weights: missing source files: " + ", ".join(missing))
+    for name in names:
+        _sync_file(weights_dir / name, root / "weights" / name, link=False)
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
@@ -642,8 +651,14 @@ def download(
         widerface_src = resolve_path(cfg.local_widerface, project_root)
         weights_src = resolve_path(cfg.local_weights, project_root) / PRETRAIN_FILENAME
         summary = build_layout(widerface_src, weights_src, root, cfg, link=False, progress=progress)
+        _copy_extra_weights(resolve_path(cfg.local_weights, project_root), root, cfg.extra_weights)
         source_info: dict[str, Any] = {"kind": "local", "widerface": cfg.local_widerface, "weights": cfg.local_weights}
     elif cfg.source == "gdown":
+        if cfg.extra_weights:
+            raise ValueError(
+                f"data.extra_weights {list(cfg.extra_weights)}: extra checkpoints have no official download; "
+                "they are copied only with data.source: local (set data.extra_weights: [] for gdown)"
+            )
         archive_dir = resolve_path(cfg.archive_dir, project_root)
         layout_dir = archive_dir / "layout"
         fetcher = downloader if downloader is not None else GdownDownloader()
@@ -672,6 +687,7 @@ def download(
         raise ValueError(f"data.source: unknown source {cfg.source!r}")
     sync = summary.pop("sync")
     rels = [f"widerface/{rel}" for rel in _existing_files(root / "widerface")] + [PRETRAIN_LAYOUT_PATH]
+    rels += [f"weights/{name}" for name in cfg.extra_weights]
     manifest = {
         "format": MANIFEST_FORMAT,
         "source": source_info,

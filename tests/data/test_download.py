@@ -419,3 +419,19 @@ def test_local_run_killed_between_renames_recovers(tmp_path: Path, widerface_dir
     download(cfg, tmp_path)
     assert inodes(root / "widerface") == before  # the old tree came back and was kept as is
     assert not list(root.glob(".widerface.*"))
+
+
+def test_local_extra_weights_are_copied_and_listed(tmp_path: Path, widerface_dir: Path, weights_dir: Path) -> None:
+    from featherface.config import DataConfig
+    from featherface.data.download import DataSourceError, download
+
+    cfg = DataConfig(
+        source="local", local_widerface=str(widerface_dir), local_weights=str(weights_dir), root=str(tmp_path / "d"),
+        train_images=2, val_images=2, extra_weights=("featherface_v1_fork.pth",),
+    )
+    manifest = json.loads(download(cfg, tmp_path).read_text())
+    assert (tmp_path / "d" / "weights" / "featherface_v1_fork.pth").is_file()
+    assert "weights/featherface_v1_fork.pth" in manifest["files"]
+    missing = DataConfig(**{**cfg.__dict__, "extra_weights": ("nope.pth",)})
+    with pytest.raises(DataSourceError, match="nope.pth"):
+        download(missing, tmp_path)

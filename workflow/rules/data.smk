@@ -1,6 +1,6 @@
 # Data stages: download (or copy from a local folder) and verify.
 
-DATA_CODE = sorted(str(p) for p in Path("featherface/data").glob("*.py"))
+DATA_CODE = py_files("featherface/data")
 
 
 rule download:

@@ -1,0 +1,120 @@
+"""Run a detector over a WIDER-style image folder and write the official prediction files.
+
+``images/<event>/<name>.jpg`` -> ``<out>/<event>/<name>.txt``. The folder is built beside its destination and
+renamed into place at the end, so an interrupted run never leaves a half-written prediction set. A corrupt or
+unreadable image is skipped with a warning (and listed in the summary); the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from featherface.api import FaceDetector, to_wider_rows
+from featherface.eval.prediction_files import write_prediction_file
+from featherface.images import ImageError, list_images
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int | None, str], None]
+
+
+@dataclass
+class PredictSummary:
+    """What a prediction run did.
+
+    Attributes:
+        images: images with a prediction file written.
+        skipped: ``{relative path: reason}`` of images that could not be read.
+        detections: detections written in total.
+        seconds: wall time of the detector calls (decode, preprocess, network, post-processing).
+        seconds_per_image: ``seconds / images``.
+    """
+
+    images: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    detections: int = 0
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.images if self.images else float("nan")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "images": self.images,
+            "skipped": self.skipped,
+            "detections": self.detections,
+            "seconds": round(self.seconds, 3),
+            "seconds_per_image": round(self.seconds_per_image, 4) if self.images else None,
+        }
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Move the finished folder `src` to `dest`, replacing an older `dest` only once `src` is complete."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def predict_folder(
+    detector: FaceDetector,
+    images_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    progress: ProgressCallback | None = None,
+) -> PredictSummary:
+    """Detect faces in every image under `images_dir` and write one prediction file per image into `out_dir`.
+
+    Args:
+        detector: the detector (its settings decide threshold, NMS and input size).
+        images_dir: ``<event>/<name>.jpg`` images (any depth works; the file keeps the relative folder).
+        out_dir: the prediction folder to (re)create.
+        progress: ``progress(done, total, what)``.
+
+    Raises:
+        FileNotFoundError: `images_dir` does not exist or holds no images.
+    """
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    paths = list_images(images_dir)
+    if not paths:
+        raise FileNotFoundError(f"no images under {images_dir}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    summary = PredictSummary()
+    try:
+        for index, path in enumerate(paths, start=1):
+            rel = path.relative_to(images_dir)
+            start = time.perf_counter()
+            try:
+                dets = detector(path)
+            except (ImageError, OSError) as err:
+                log.warning("skipping %s: %s", path, err)
+                summary.skipped[str(rel)] = str(err)
+                continue
+            summary.seconds += time.perf_counter() - start
+            rows = to_wider_rows(dets)
+            write_prediction_file(staging / rel.with_suffix(".txt"), rows)
+            summary.images += 1
+            summary.detections += int(len(rows))
+            if progress:
+                progress(index, len(paths), "predict")
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info(
+        "predicted %d images (%d skipped), %.3f s/image", summary.images, len(summary.skipped),
+        summary.seconds_per_image if summary.images else float("nan"),
+    )
+    return summary
+

@@ -1,0 +1,110 @@
+"""Reading user images and turning them into network inputs.
+
+Everything the detector accepts ends up as an ``(H, W, 3)`` uint8 **BGR** array: grayscale images are
+replicated to three channels, RGBA / BGRA lose their alpha channel, RGB arrays are flipped when the caller says
+they are RGB. The network input is that array minus the mean (104, 117, 123), as float32 CHW (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+ColorOrder = Literal["bgr", "rgb"]
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or has an unusable shape or dtype."""
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file into an ``(H, W, 3)`` uint8 BGR array.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ImageError: the file is empty or not a decodable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageError(f"{path}: empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    return to_bgr(image, "bgr", where=str(path))
+
+
+def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -> np.ndarray:
+    """An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array as contiguous ``(H, W, 3)`` uint8 BGR.
+
+    Args:
+        image: the array; uint8, or uint16 (scaled down by 257), or float in [0, 1] (scaled by 255).
+        color: the channel order of a 3- or 4-channel input.
+        where: how to name the image in error messages.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ImageError(f"{where}: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"{where}: empty image of shape {image.shape}")
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ImageError(f"{where}: float image contains NaN or infinity")
+        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageError(f"{where}: unsupported dtype {image.dtype} (use uint8, uint16 or float in [0, 1])")
+    if image.ndim == 2:
+        return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if color == "rgb":
+        image = image[:, :, ::-1]
+    elif color != "bgr":
+        raise ImageError(f"color must be 'bgr' or 'rgb', got {color!r}")
+    return np.ascontiguousarray(image)
+
+
+def resize_long_side(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize so that the longer side is ``long_side`` pixels (``None``: keep the original size).
+
+    Returns:
+        the resized image and ``(sx, sy)``, the factors from resized pixels back to original pixels.
+    """
+    if long_side is None:
+        return image, (1.0, 1.0)
+    if long_side < 32:
+        raise ValueError(f"long_side must be at least 32 pixels, got {long_side}")
+    height, width = image.shape[:2]
+    ratio = long_side / max(height, width)
+    new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    return resized, (width / new_w, height / new_h)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 BGR -> ``(3, H, W)`` float32 network input (minus the BGR mean, no scaling)."""
+    array = image.astype(np.float32) - np.asarray(MEAN_BGR, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted, by suffix."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,494 @@
+"""Checkpoints: our single-file format, and the one place that reads the FeatherFace fork's key names.
+
+Our format (written by :func:`save_checkpoint`, read by :func:`load_checkpoint` /
+:func:`build_model_from_checkpoint`) is one ``torch.save``'d dict::
+
+    {"format": "featherface", "format_version": 1,
+     "model": state_dict, "config": FeatherFaceConfig.to_dict(), ...extra (optimizer, epoch, ...)}
+
+readable with ``torch.load(weights_only=True)`` as long as the extras are plain data and tensors.
+
+Foreign formats mapped here (and nowhere else):
+
+* the fokouarnaud/FeatherFace fork's raw state dicts (``featherface_v1_fork.pth``,
+  ``featherface_eca_cbam_fork.pth``): keys ``body.stageN.*``, ``bifpn.N.*``, ``ssh1..3.*``,
+  ``ClassHead/BboxHead/LandmarkHead.{0,1,2}.conv1x1.*`` -> :func:`convert_fork_state_dict`,
+  :func:`load_fork_weights`;
+* the ImageNet MobileNetV1-0.25 (``mobilenetV1X0.25_pretrain.tar``: ``{"state_dict":
+  {"module.stageN.*", "module.fc.*"}, ...}``) -> :func:`load_imagenet_backbone`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "build_model_from_checkpoint",
+    "convert_fork_state_dict",
+    "detect_format",
+    "load_checkpoint",
+    "load_fork_weights",
+    "load_imagenet_backbone",
+    "load_state_dict_checked",
+    "load_weights",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "featherface"
+FORMAT_VERSION = 1
+_RESERVED = ("format", "format_version", "model", "config")
+_LIST_LIMIT = 12
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint, or a checkpoint that does not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did.
+
+    Attributes:
+        source: where the weights came from (path or description).
+        loaded: model state-dict keys that received a value.
+        skipped: source keys left out -> why.
+        not_loaded: model state-dict keys left at their current values (e.g. attention blocks when
+            loading a trunk-only checkpoint).
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    not_loaded: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and writing files
+# ----------------------------------------------------------------------------------------------
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (or is a directory).
+        CheckpointError: the file is not a (weights-only loadable) PyTorch file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint path is not a file: {p}")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({type(err).__name__}: {first})") from err
+
+
+def _is_tensor_mapping(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def detect_format(obj: Any) -> str:
+    """``"featherface"`` (ours), ``"fork"`` (fork state dict), ``"imagenet"`` (MobileNet tar) or ``"unknown"``."""
+    if isinstance(obj, Mapping) and "model" in obj and "config" in obj:
+        return "featherface"
+    if _is_tensor_mapping(obj) and any(k.startswith("body.stage") for k in obj):
+        return "fork"
+    if isinstance(obj, Mapping) and _is_tensor_mapping(obj.get("state_dict")):
+        if any(_strip_module(k).startswith("stage1.") for k in obj["state_dict"]):
+            return "imagenet"
+    return "unknown"
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj.keys())
+        shown = ", ".join(map(str, keys[:8])) + (", ..." if len(keys) > 8 else "")
+        return f"a dict with {len(keys)} keys ({shown})"
+    return f"a {type(obj).__name__}"
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, /, **extra: Any) -> Path:
+    """Write ``{"format", "format_version", "model", "config", **extra}`` to ``path`` atomically.
+
+    The file is written to a temporary file in the same directory, flushed to disk, then renamed
+    over ``path`` (``os.replace``), so a crash never leaves a truncated checkpoint.
+
+    Args:
+        path: destination (parent directories are created).
+        model: a :class:`~featherface.models.featherface.FeatherFace` (or a wrapper with ``.module``
+            / ``._orig_mod``); its ``config`` is stored with ``to_dict()``.
+        **extra: more entries (optimizer / scheduler state, epoch, metrics...). Must not use the
+            reserved names ``format``, ``format_version``, ``model``, ``config``.
+
+    Returns:
+        The path written.
+    """
+    clash = [k for k in extra if k in _RESERVED]
+    if clash:
+        raise ValueError(f"save_checkpoint: extra entries use reserved names {clash}")
+    model = _unwrap(model)
+    config = getattr(model, "config", None)
+    payload: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "config": config.to_dict() if hasattr(config, "to_dict") else None,
+    }
+    payload.update(extra)
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    log.info("saved checkpoint %s", dest)
+    return dest
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint in our format and check its structure.
+
+    Raises:
+        FileNotFoundError: missing path.
+        CheckpointError: not a PyTorch file, or not in our format (the message names what it is,
+            e.g. a fork state dict, and which loader reads it).
+    """
+    obj = read_checkpoint(path, map_location)
+    kind = detect_format(obj)
+    if kind != "featherface":
+        hint = {
+            "fork": " It is a FeatherFace fork state dict: load it with load_fork_weights(model, path).",
+            "imagenet": " It is the ImageNet MobileNetV1 file: load it with "
+            "load_imagenet_backbone(model.backbone, path).",
+        }.get(kind, "")
+        raise CheckpointError(f"{path}: not a FeatherFace checkpoint: found {_describe(obj)}.{hint}")
+    version = obj.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is newer than this library reads ({FORMAT_VERSION})"
+        )
+    if not isinstance(obj["model"], Mapping):
+        raise CheckpointError(f"{path}: entry 'model' is {_describe(obj['model'])}, expected a state dict")
+    if obj["config"] is not None and not isinstance(obj["config"], Mapping):
+        raise CheckpointError(f"{path}: entry 'config' is {_describe(obj['config'])}, expected a mapping")
+    return dict(obj)
+
+
+def build_model_from_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model a checkpoint of ours describes and load its weights (strict). Returned in eval mode."""
+    from featherface.models.featherface import FeatherFace, FeatherFaceConfig
+
+    ckpt = load_checkpoint(path, map_location)
+    if ckpt["config"] is None:
+        raise CheckpointError(f"{path}: the checkpoint carries no model config; build the model and use load_weights")
+    try:
+        config = FeatherFaceConfig.from_dict(ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid model config: {err}") from err
+    model = FeatherFace(config)
+    load_state_dict_checked(model, ckpt["model"], str(path))
+    return model.eval()
+
+
+def load_weights(
+    model: nn.Module, path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> LoadReport:
+    """Load a checkpoint of ours (strict) or a fork state dict (trunk strict) into ``model``."""
+    obj = read_checkpoint(path, map_location)
+    kind = detect_format(obj)
+    if kind == "featherface":
+        config = getattr(_unwrap(model), "config", None)
+        if config is not None and hasattr(config, "to_dict") and obj.get("config") not in (None, config.to_dict()):
+            log.warning("%s: checkpoint config %s differs from the model's %s", path, obj["config"], config.to_dict())
+        return load_state_dict_checked(model, obj["model"], str(path))
+    if kind == "fork":
+        return load_fork_weights(model, obj, name=str(path))
+    raise CheckpointError(f"{path}: not a FeatherFace or fork checkpoint: found {_describe(obj)}")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else None
+        )
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_LIMIT])
+    if len(items) > _LIST_LIMIT:
+        shown += f", ... ({len(items) - _LIST_LIMIT} more)"
+    return f"\n  {title} ({len(items)}): {shown}"
+
+
+def load_state_dict_checked(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    required: Callable[[str], bool] | None = None,
+) -> LoadReport:
+    """Copy ``state_dict`` into ``model`` after checking keys and shapes; raise one clear error otherwise.
+
+    Args:
+        model: target module.
+        state_dict: source tensors, already named like ``model.state_dict()``.
+        source: name used in messages.
+        required: which model keys must be present in ``state_dict`` (default: all). Keys not
+            required and absent are reported in ``LoadReport.not_loaded``.
+
+    Raises:
+        CheckpointError: listing missing keys, unexpected keys and shape mismatches ("a checkpoint
+            of another architecture").
+    """
+    model = _unwrap(model)
+    target = model.state_dict()
+    required = required or (lambda key: True)
+    missing = [k for k in target if k not in state_dict and required(k)]
+    unexpected = [k for k in state_dict if k not in target]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in state_dict.items()
+        if k in target and tuple(v.shape) != tuple(target[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        message = f"{source}: the checkpoint does not fit this model (another architecture or width?)"
+        if missing:
+            message += _listing("missing keys", missing)
+        if unexpected:
+            message += _listing("unexpected keys", unexpected)
+        if mismatched:
+            message += _listing("shape mismatches", mismatched)
+        raise CheckpointError(message)
+    model.load_state_dict(dict(state_dict), strict=False)
+    report = LoadReport(source=source, loaded=list(state_dict))
+    report.not_loaded = [k for k in target if k not in state_dict]
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# The fork's key names (the only place they appear)
+# ----------------------------------------------------------------------------------------------
+
+_DW_PARTS = {"0": "dw.conv", "1": "dw.bn", "3": "pw.conv", "4": "pw.bn"}
+_STEM_PARTS = {"0": "conv", "1": "bn"}
+_BIFPN_SEP = {"conv4_up": "sep_p4_td", "conv3_up": "sep_p3_out", "conv4_down": "sep_p4_out", "conv5_down": "sep_p5_out"}
+_BIFPN_WEIGHTS = {"p4_w1": "weight_p4_td", "p3_w1": "weight_p3_out", "p4_w2": "weight_p4_out", "p5_w2": "weight_p5_out"}
+_BIFPN_PROJ = {
+    "p3_down_channel": "proj_p3",
+    "p4_down_channel": "proj_p4",
+    "p5_down_channel": "proj_p5",
+    "p4_down_channel_2": "proj_p4_bottom_up",
+    "p5_down_channel_2": "proj_p5_bottom_up",
+}
+_SEP_PARTS = {"depthwise_conv.conv": "dw", "pointwise_conv.conv": "pw", "bn": "bn"}
+_SSH_CONVS = {
+    "conv3X3": "conv3x3",
+    "conv5X5_1": "conv5x5_reduce",
+    "conv5X5_2": "conv5x5",
+    "conv7X7_2": "conv7x7_reduce",
+    "conv7x7_3": "conv7x7",
+}
+_SSH_PARTS = {"0.offset_conv": "conv.offset_conv", "0.modulator_conv": "conv.mask_conv", "1": "bn"}
+_HEADS = {"ClassHead": "cls", "BboxHead": "box", "LandmarkHead": "landmark"}
+
+_RE_STAGE = re.compile(r"^stage([123])\.(\d+)\.(\d+)\.(.+)$")
+_RE_BIFPN_W = re.compile(r"^bifpn\.(\d+)\.(p4_w1|p3_w1|p4_w2|p5_w2)$")
+_RE_BIFPN_SEP = re.compile(
+    r"^bifpn\.(\d+)\.(conv4_up|conv3_up|conv4_down|conv5_down)\.(depthwise_conv\.conv|pointwise_conv\.conv|bn)\.(.+)$"
+)
+_RE_BIFPN_PROJ = re.compile(r"^bifpn\.(\d+)\.(p[345]_down_channel(?:_2)?)\.([01])\.(?:conv\.)?(.+)$")
+_RE_SSH = re.compile(
+    r"^ssh([123])\.(conv3X3|conv5X5_1|conv5X5_2|conv7X7_2|conv7x7_3)\."
+    r"(0\.offset_conv|0\.modulator_conv|0\.regular_conv|1)\.(.+)$"
+)
+_RE_HEAD = re.compile(r"^(ClassHead|BboxHead|LandmarkHead)\.(\d+)\.conv1x1\.(.+)$")
+_RE_FORK_ATTENTION = re.compile(r"^(backbone_attention_\d+|bifpn_attention_\d+|backbone_cbam_\d+|attention_cbam_\d+)\.")
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def _map_mobilenet_key(key: str) -> str | None:
+    """RetinaFace MobileNetV1 key (``stageN.i.j.param``) -> :class:`MobileNetV1Backbone` key, or None."""
+    m = _RE_STAGE.match(key)
+    if not m:
+        return None
+    stage, block, part, rest = m.groups()
+    block_i = int(block)
+    if stage == "1" and block_i == 0:
+        name = _STEM_PARTS.get(part)
+        return f"stem.{name}.{rest}" if name else None
+    name = _DW_PARTS.get(part)
+    if name is None:
+        return None
+    if stage == "1":
+        block_i -= 1
+    return f"stage{stage}.{block_i}.{name}.{rest}"
+
+
+def _map_fork_key(key: str) -> str | None:
+    """Fork key -> our FeatherFace key, or None when it has no counterpart."""
+    if key.startswith("body."):
+        mapped = _map_mobilenet_key(key[len("body.") :])
+        return f"backbone.{mapped}" if mapped else None
+    m = _RE_BIFPN_W.match(key)
+    if m:
+        return f"neck.cells.{m.group(1)}.{_BIFPN_WEIGHTS[m.group(2)]}"
+    m = _RE_BIFPN_SEP.match(key)
+    if m:
+        cell, conv, part, rest = m.groups()
+        return f"neck.cells.{cell}.{_BIFPN_SEP[conv]}.{_SEP_PARTS[part]}.{rest}"
+    m = _RE_BIFPN_PROJ.match(key)
+    if m and m.group(2) in _BIFPN_PROJ:
+        cell, proj, part, rest = m.groups()
+        return f"neck.cells.{cell}.{_BIFPN_PROJ[proj]}.{'conv' if part == '0' else 'bn'}.{rest}"
+    m = _RE_SSH.match(key)
+    if m:
+        level, conv, part, rest = m.groups()
+        prefix = f"context.{int(level) - 1}.{_SSH_CONVS[conv]}"
+        if part == "0.regular_conv":
+            return f"{prefix}.conv.weight" if rest == "weight" else None
+        return f"{prefix}.{_SSH_PARTS[part]}.{rest}"
+    m = _RE_HEAD.match(key)
+    if m:
+        head, level, rest = m.groups()
+        return f"heads.{_HEADS[head]}.{level}.{rest}"
+    return None
+
+
+def _fork_attention_reason(key: str) -> str:
+    if ".eca." in key:
+        return "fork ECA channel attention (ECA + spatial attention block): no counterpart in this library"
+    if ".sam." in key:
+        return "fork spatial attention (ECA + spatial attention block): no counterpart in this library"
+    return "fork residual CBAM block: a different design from ours, not loaded"
+
+
+def convert_fork_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rename a fork state dict to our key names.
+
+    Returns:
+        (converted state dict, skipped source keys -> reason). The fork's attention blocks (ECA +
+        spatial attention ``backbone_attention_*`` / ``bifpn_attention_*``, or its residual CBAM
+        ``backbone_cbam_*`` / ``attention_cbam_*``) have no counterpart here and are skipped.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for key, value in state_dict.items():
+        mapped = _map_fork_key(key)
+        if mapped is not None:
+            converted[mapped] = value
+        elif _RE_FORK_ATTENTION.match(key):
+            skipped[key] = _fork_attention_reason(key)
+        else:
+            skipped[key] = "unrecognised fork key"
+    return converted, skipped
+
+
+def load_fork_weights(
+    model: nn.Module,
+    source: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    *,
+    strict_trunk: bool = True,
+    name: str | None = None,
+) -> LoadReport:
+    """Load a fork state dict into a :class:`FeatherFace` of the same width and cell count.
+
+    The trunk (every key outside ``attention.*``) must match exactly: every trunk key filled, no
+    extra trunk key, equal shapes, else :class:`CheckpointError`. Our attention blocks are left at
+    their current values and listed in ``LoadReport.not_loaded``; the fork's attention keys are
+    listed in ``LoadReport.skipped`` with the reason.
+
+    Args:
+        model: the target model.
+        source: a path to a fork ``.pth`` file, or its state dict.
+        strict_trunk: when False, missing trunk keys are tolerated (reported in ``not_loaded``).
+        name: how to name a state-dict source in messages (default: the path, or ``<state dict>``).
+    """
+    name = name or "<state dict>"
+    if not isinstance(source, Mapping):
+        name = str(source)
+        source = read_checkpoint(source)
+        if detect_format(source) != "fork":
+            raise CheckpointError(f"{name}: not a FeatherFace fork state dict: found {_describe(source)}")
+    elif isinstance(source, Mapping) and not _is_tensor_mapping(source):
+        raise CheckpointError(f"{name}: expected a state dict of tensors, found {_describe(source)}")
+    converted, skipped = convert_fork_state_dict(source)
+    unknown = [k for k, why in skipped.items() if why == "unrecognised fork key"]
+    if unknown and strict_trunk:
+        raise CheckpointError(f"{name}: keys this loader does not know" + _listing("unrecognised keys", unknown))
+    required = (lambda k: not k.startswith("attention.")) if strict_trunk else (lambda k: False)
+    report = load_state_dict_checked(model, converted, name, required=required)
+    report.skipped = skipped
+    log.info(
+        "%s: loaded %d tensors, skipped %d source keys, %d model keys left as they were",
+        name, len(report.loaded), len(skipped), len(report.not_loaded),
+    )
+    return report
+
+
+def load_imagenet_backbone(backbone: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
+    """Load ``mobilenetV1X0.25_pretrain.tar`` (ImageNet, keys ``module.stageN.*``) into a backbone.
+
+    The classifier (``module.fc.*``) is dropped; every backbone tensor must be present (strict).
+
+    Raises:
+        FileNotFoundError, CheckpointError.
+    """
+    obj = read_checkpoint(path)
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not _is_tensor_mapping(obj):
+        raise CheckpointError(f"{path}: not an ImageNet MobileNetV1 checkpoint: found {_describe(obj)}")
+    converted: dict[str, torch.Tensor] = {}
+    skipped: dict[str, str] = {}
+    for key, value in obj.items():
+        bare = _strip_module(key)
+        mapped = _map_mobilenet_key(bare)
+        if mapped is not None:
+            converted[mapped] = value
+        elif bare.startswith("fc."):
+            skipped[key] = "ImageNet classifier, not part of the detector"
+        else:
+            skipped[key] = "unrecognised key"
+    unknown = [k for k, why in skipped.items() if why == "unrecognised key"]
+    if unknown:
+        raise CheckpointError(
+            f"{path}: not an ImageNet MobileNetV1-0.25 checkpoint" + _listing("unrecognised keys", unknown)
+        )
+    report = load_state_dict_checked(backbone, converted, str(path))
+    report.skipped = skipped
+    log.info("%s: loaded %d backbone tensors (skipped %d)", path, len(report.loaded), len(skipped))
+    return report

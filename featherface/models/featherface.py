@@ -1,0 +1,285 @@
+"""The FeatherFace model family: one configurable trunk, attention blocks at up to six sites.
+
+Pipeline (see ``shared/DESIGN.md`` section 1)::
+
+    x (B, 3, H, W)  BGR minus (104, 117, 123), float
+      -> MobileNetV1-0.25 backbone        C3 (64, /8), C4 (128, /16), C5 (256, /32)
+      -> attention at sites c3, c4, c5
+      -> BiFPN (width C, R cells)         P3, P4, P5 (C channels)
+      -> attention at sites p3, p4, p5
+      -> deformable SSH + channel shuffle per level
+      -> 1x1 heads, 2 anchors per location
+      -> (loc (B, P, 4), logits (B, P, 2), landmarks (B, P, 10))
+
+``P = 2 * sum_s ceil(H / s) * ceil(W / s)`` over s in (8, 16, 32); priors are ordered level by
+level (P3, P4, P5), then row-major over (row, column, anchor). The outputs are raw: ``loc`` and
+``landmarks`` are encoded offsets (variances 0.1 / 0.2, decoded elsewhere), ``logits`` are
+pre-softmax class scores with column 1 = face.
+
+Variants (:mod:`featherface.models.registry`): ``attention="none"`` (the trunk, 475,735 params at
+C = 52, R = 3), ``"cbam"`` (488,664), ``"odconv"`` (ODConv attention of
+:mod:`featherface.nn.odconv_attention`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from featherface.models.backbone import BACKBONE_CHANNELS, MobileNetV1Backbone
+from featherface.models.heads import DetectionHeads
+from featherface.nn.bifpn import BiFPN
+from featherface.nn.ssh import SSH
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "ATTENTION_SITES",
+    "FeatherFace",
+    "FeatherFaceConfig",
+    "build_attention",
+    "feature_map_sizes",
+    "num_priors",
+]
+
+#: Kinds of attention block.
+ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv")
+#: Attention sites: after the backbone stages (c3, c4, c5) and after the BiFPN outputs (p3, p4, p5).
+ATTENTION_SITES: tuple[str, ...] = ("c3", "c4", "c5", "p3", "p4", "p5")
+#: Strides of the three detection levels.
+STRIDES: tuple[int, int, int] = (8, 16, 32)
+
+
+def _freeze(value: Any) -> Any:
+    """Lists -> tuples and dicts -> sorted pair tuples, recursively (hashable config values)."""
+    if isinstance(value, Mapping):
+        return tuple((str(k), _freeze(v)) for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class FeatherFaceConfig:
+    """Architecture of one FeatherFace model (frozen, hashable, validated).
+
+    Attributes:
+        width: BiFPN / SSH / head channels C (positive, divisible by 4 for the SSH).
+        bifpn_repeats: number of BiFPN cells R (>= 1).
+        attention: ``"none"``, ``"cbam"`` or ``"odconv"``.
+        attention_sites: where attention blocks sit, a subset of :data:`ATTENTION_SITES`
+            (stored in canonical order). Ignored when ``attention == "none"``.
+        attention_kwargs: keyword arguments of the attention block, given as a dict or as
+            (name, value) pairs; stored as sorted pairs. Read them with :attr:`attention_options`.
+    """
+
+    width: int = 52
+    bifpn_repeats: int = 3
+    attention: str = "none"
+    attention_sites: tuple[str, ...] = ATTENTION_SITES
+    attention_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0 or self.width % 4:
+            raise ValueError(f"FeatherFaceConfig.width must be a positive integer divisible by 4, got {self.width!r}")
+        if isinstance(self.bifpn_repeats, bool) or not isinstance(self.bifpn_repeats, int) or self.bifpn_repeats < 1:
+            raise ValueError(f"FeatherFaceConfig.bifpn_repeats must be an integer >= 1, got {self.bifpn_repeats!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(
+                f"FeatherFaceConfig.attention: {self.attention!r} is not one of {list(ATTENTION_KINDS)}"
+                f"{_suggest(str(self.attention), ATTENTION_KINDS)}"
+            )
+        sites = self.attention_sites
+        if isinstance(sites, str):
+            sites = (sites,)
+        sites = tuple(sites)
+        for site in sites:
+            if site not in ATTENTION_SITES:
+                raise ValueError(
+                    f"FeatherFaceConfig.attention_sites: unknown site {site!r}{_suggest(str(site), ATTENTION_SITES)}; "
+                    f"known sites: {list(ATTENTION_SITES)}"
+                )
+        if len(set(sites)) != len(sites):
+            raise ValueError(f"FeatherFaceConfig.attention_sites: duplicate sites in {list(sites)}")
+        object.__setattr__(self, "attention_sites", tuple(s for s in ATTENTION_SITES if s in sites))
+        kwargs = self.attention_kwargs
+        if isinstance(kwargs, Mapping):
+            pairs = list(kwargs.items())
+        else:
+            try:
+                pairs = [tuple(p) for p in kwargs]
+            except TypeError:
+                raise ValueError(
+                    f"FeatherFaceConfig.attention_kwargs must be a dict or (name, value) pairs, got {kwargs!r}"
+                ) from None
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"FeatherFaceConfig.attention_kwargs must be (name, value) pairs, got {kwargs!r}")
+        names = [k for k, _ in pairs]
+        if any(not isinstance(k, str) for k in names) or len(set(names)) != len(names):
+            raise ValueError(f"FeatherFaceConfig.attention_kwargs: names must be distinct strings, got {names}")
+        object.__setattr__(self, "attention_kwargs", tuple((k, _freeze(v)) for k, v in sorted(pairs)))
+
+    @property
+    def attention_options(self) -> dict[str, Any]:
+        """``attention_kwargs`` as a dict."""
+        return dict(self.attention_kwargs)
+
+    @property
+    def active_sites(self) -> tuple[str, ...]:
+        """Sites that hold an attention block (none when ``attention == "none"``)."""
+        return () if self.attention == "none" else self.attention_sites
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain (YAML / JSON / ``torch.load(weights_only=True)``-safe) form; inverse of :meth:`from_dict`."""
+        return {
+            "width": self.width,
+            "bifpn_repeats": self.bifpn_repeats,
+            "attention": self.attention,
+            "attention_sites": list(self.attention_sites),
+            "attention_kwargs": {k: _thaw(v) for k, v in self.attention_kwargs},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatherFaceConfig":
+        """Build from a mapping, rejecting unknown keys (with a suggestion)."""
+        check_config_keys(data.keys())
+        return cls(**dict(data))
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_config_keys(keys: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the first key that is not a :class:`FeatherFaceConfig` field."""
+    fields = [f.name for f in dataclasses.fields(FeatherFaceConfig)]
+    for key in keys:
+        if key not in fields:
+            raise ValueError(f"unknown FeatherFace option {key!r}{_suggest(str(key), fields)}; known options: {fields}")
+
+
+def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
+    """One attention block, (B, C, H, W) -> (B, C, H, W).
+
+    Args:
+        kind: ``"none"`` (identity), ``"cbam"`` (:class:`featherface.nn.cbam.CBAM`) or ``"odconv"``
+            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily).
+        channels: C.
+        **kwargs: forwarded to the block's constructor.
+    """
+    if kind == "none":
+        return nn.Identity()
+    if kind == "cbam":
+        from featherface.nn.cbam import CBAM
+
+        return CBAM(channels, **kwargs)
+    if kind == "odconv":
+        try:
+            from featherface.nn.odconv_attention import ODConvAttention
+        except ImportError as err:
+            raise ImportError(
+                f"attention='odconv' needs featherface.nn.odconv_attention.ODConvAttention: {err}"
+            ) from err
+        return ODConvAttention(channels, **kwargs)
+    raise ValueError(
+        f"unknown attention kind {kind!r}{_suggest(kind, ATTENTION_KINDS)}; known: {list(ATTENTION_KINDS)}"
+    )
+
+
+def feature_map_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """(rows, columns) of the P3, P4, P5 maps for an H x W input: ``(ceil(H / s), ceil(W / s))``."""
+    return [(math.ceil(height / s), math.ceil(width / s)) for s in STRIDES]
+
+
+def num_priors(height: int, width: int, num_anchors: int = 2) -> int:
+    """P, the number of outputs for an H x W input."""
+    return num_anchors * sum(h * w for h, w in feature_map_sizes(height, width))
+
+
+class FeatherFace(nn.Module):
+    """FeatherFace detector (raw outputs only; no softmax, no decoding).
+
+    Args:
+        config: the architecture (default: the attention-free trunk at C = 52, R = 3).
+
+    Submodules:
+        backbone (:class:`MobileNetV1Backbone`), attention (``nn.ModuleDict`` over the six sites,
+        ``nn.Identity`` where no block sits), neck (:class:`BiFPN`), context (three :class:`SSH`),
+        heads (:class:`DetectionHeads`).
+
+    Forward:
+        x: (B, 3, H, W) float, BGR minus mean (104, 117, 123), any H, W >= 1.
+        returns ``(loc (B, P, 4), logits (B, P, 2), landmarks (B, P, 10))``.
+    """
+
+    def __init__(self, config: FeatherFaceConfig | None = None) -> None:
+        super().__init__()
+        config = FeatherFaceConfig() if config is None else config
+        if not isinstance(config, FeatherFaceConfig):
+            raise TypeError(f"FeatherFace expects a FeatherFaceConfig, got {type(config).__name__}")
+        self.config = config
+        c = config.width
+        self.backbone = MobileNetV1Backbone()
+        site_channels = dict(zip(ATTENTION_SITES, (*BACKBONE_CHANNELS, c, c, c)))
+        options = config.attention_options
+        self.attention = nn.ModuleDict(
+            {
+                site: build_attention(config.attention, site_channels[site], **options)
+                if site in config.active_sites
+                else nn.Identity()
+                for site in ATTENTION_SITES
+            }
+        )
+        self.neck = BiFPN(BACKBONE_CHANNELS, c, config.bifpn_repeats)
+        # RetinaFace's rule: LeakyReLU(0.1) in the SSH when C <= 64, ReLU otherwise.
+        slope = 0.1 if c <= 64 else 0.0
+        self.context = nn.ModuleList([SSH(c, negative_slope=slope) for _ in STRIDES])
+        self.heads = DetectionHeads(c, num_levels=len(STRIDES), num_anchors=2)
+
+    @staticmethod
+    def check_input(x: torch.Tensor) -> None:
+        """Raise ``ValueError`` / ``TypeError`` unless ``x`` is a (B, 3, H, W) floating tensor."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"FeatherFace expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"FeatherFace expects a 4-D (B, 3, H, W) input, got shape {tuple(x.shape)}")
+        if x.shape[1] != 3:
+            raise ValueError(
+                f"FeatherFace expects 3 input channels (BGR), got {x.shape[1]} in shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"FeatherFace expects a floating-point input (BGR minus mean), got {x.dtype}")
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Intermediate maps: ``c3..c5`` (after their attention), ``p3..p5`` (after theirs), ``s3..s5`` (SSH)."""
+        self.check_input(x)
+        c3, c4, c5 = self.backbone(x)
+        c3 = self.attention["c3"](c3)
+        c4 = self.attention["c4"](c4)
+        c5 = self.attention["c5"](c5)
+        p3, p4, p5 = self.neck((c3, c4, c5))
+        p3 = self.attention["p3"](p3)
+        p4 = self.attention["p4"](p4)
+        p5 = self.attention["p5"](p5)
+        s3, s4, s5 = (ssh(p) for ssh, p in zip(self.context, (p3, p4, p5)))
+        return {"c3": c3, "c4": c4, "c5": c5, "p3": p3, "p4": p4, "p5": p5, "s3": s3, "s4": s4, "s5": s5}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.forward_features(x)
+        return self.heads([f["s3"], f["s4"], f["s5"]])
+
+    def trunk_parameter_names(self) -> list[str]:
+        """State-dict keys outside the attention blocks (the part shared by every variant)."""
+        return [k for k in self.state_dict() if not k.startswith("attention.")]

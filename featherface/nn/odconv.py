@@ -1,0 +1,461 @@
+"""ODConv: Omni-Dimensional Dynamic Convolution.
+
+Li, Zhou, Yao, "Omni-Dimensional Dynamic Convolution", ICLR 2022 (official code OSVAI/ODConv,
+``modules/odconv.py``). A convolution whose kernel is recomputed for every sample from four attentions
+produced by one small branch on the globally pooled input::
+
+    h   = ReLU(BN(fc(GAP(x))))                      (B, A), A = max(int(Cin * reduction), min_channel)
+    a_c = sigmoid(channel_fc(h) / T)                (B, Cin)      multiplies the input channels
+    a_f = sigmoid(filter_fc(h) / T)                 (B, Cout)     multiplies the output channels
+    a_s = sigmoid(spatial_fc(h) / T)                (B, k, k)     multiplies every kernel position
+    a_w = softmax(kernel_fc(h) / T)                 (B, n)        mixes the n candidate kernels
+    y   = a_f * ((sum_i a_w[i] * a_s * W_i) conv (a_c * x))
+
+``fc`` is a 1x1 conv without bias, the four heads 1x1 convs with bias. A head is skipped when it carries
+no information (the paper's and the official code's rules): the filter head for a depthwise conv
+(``groups == Cin == Cout``, it would duplicate the channel head), the spatial head for k = 1, the kernel
+head for n = 1. Initialisation as the official code: every conv weight (the n candidate kernels one by
+one) Kaiming normal, fan_out, ReLU gain; head biases 0; BN weight 1, bias 0. T is the softmax/sigmoid
+temperature: 1 at inference; the authors train with T falling linearly from 30 to 1 over the first 10
+epochs (:func:`temperature_at`, :func:`set_temperature`).
+
+State dict keys are the official ones (``weight`` (n, Cout, Cin/groups, k, k), ``attention.fc.weight``,
+``attention.bn.*``, ``attention.{channel,filter,spatial,kernel}_fc.{weight,bias}``; a skipped head has
+no keys), plus ``attention.temperature`` (a buffer, so T survives save/load). Official state dicts, which
+lack it, load strictly: the module then keeps its current T.
+
+Improvements over the official module:
+
+* Train mode with batch 1: the BN of the attention branch sees one value per channel (the pooled map is
+  1x1), so batch statistics are undefined (the official code crashes). Here it normalises with the running
+  statistics (without updating them) and logs a warning once, or raises a clear error with
+  ``batch1_train="error"``.
+* Skipped heads are reported as tensors of ones (:meth:`ODConv2d.attentions`), never Python floats.
+* The channel and filter attentions are folded into the per-sample kernel,
+  ``(x * a_c) conv W * a_f == x conv (W * a_c[in] * a_f[out])`` (convolution is linear), so a sample
+  costs one convolution plus the tiny attention branch instead of two extra passes over the activations.
+* The per-sample convolution has two formulations (see :meth:`ODConv2d.forward`): a batch-folded grouped
+  conv (eager, fastest in PyTorch) and an im2col + batched matmul one whose graph does not depend on the
+  batch size, used automatically while tracing / exporting, so ONNX export keeps a dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "AttentionBranch",
+    "ODConv2d",
+    "ODConvAttentions",
+    "attention_channels",
+    "set_temperature",
+    "temperature_at",
+]
+
+logger = logging.getLogger(__name__)
+
+ConvImpl = Literal["auto", "grouped", "matmul"]
+Batch1Policy = Literal["running_stats", "error"]
+_CONV_IMPLS = ("auto", "grouped", "matmul")
+_BATCH1_POLICIES = ("running_stats", "error")
+
+
+def attention_channels(in_channels: int, reduction: float = 0.0625, min_channel: int = 16) -> int:
+    """Width A of the attention branch: ``max(int(in_channels * reduction), min_channel)`` (official rule)."""
+    return max(int(in_channels * reduction), min_channel)
+
+
+def temperature_at(epoch: float, start: float = 30.0, end: float = 1.0, epochs: int = 10) -> float:
+    """Attention temperature at a (fractional) epoch: linear from ``start`` at 0 to ``end`` at ``epochs``.
+
+    The schedule the ODConv authors train with (Li et al. 2022, following dynamic convolution: T falls
+    linearly from 30 to 1 over the first 10 epochs, then stays at 1; DESIGN.md section 2).
+    ``temperature_at(e) = start + (end - start) * min(e / epochs, 1)``. Pass
+    ``epoch + iteration / iters_per_epoch`` for a per-iteration schedule.
+
+    Raises:
+        ValueError: negative or non-finite epoch, ``epochs <= 0``, or a non-positive temperature.
+    """
+    if not math.isfinite(epoch) or epoch < 0:
+        raise ValueError(f"temperature_at: epoch must be a finite number >= 0, got {epoch}")
+    if epochs <= 0:
+        raise ValueError(f"temperature_at: epochs must be > 0, got {epochs}")
+    if not (start > 0 and end > 0 and math.isfinite(start) and math.isfinite(end)):
+        raise ValueError(f"temperature_at: start and end must be finite and > 0, got {start}, {end}")
+    progress = min(epoch / epochs, 1.0)
+    return float(start + (end - start) * progress)
+
+
+def set_temperature(model: nn.Module, temperature: float) -> int:
+    """Set the attention temperature of every :class:`ODConv2d` inside ``model`` (``model`` included).
+
+    Returns:
+        The number of ODConv2d modules updated (0 when the model has none).
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, ODConv2d):
+            module.set_temperature(temperature)
+            count += 1
+    logger.debug("temperature %.4g set on %d ODConv2d modules", temperature, count)
+    return count
+
+
+class ODConvAttentions(NamedTuple):
+    """The attentions of one forward, in the official module's shapes (skipped heads are ones).
+
+    channel (B, Cin, 1, 1); filter (B, Cout, 1, 1); spatial (B, 1, 1, 1, k, k); kernel (B, n, 1, 1, 1, 1);
+    hidden (B, A, 1, 1) = ReLU(BN(fc(GAP(x)))).
+    """
+
+    channel: torch.Tensor
+    filter: torch.Tensor
+    spatial: torch.Tensor
+    kernel: torch.Tensor
+    hidden: torch.Tensor
+
+
+class _Logits(NamedTuple):
+    """Head outputs after sigmoid / softmax, flat; None for a skipped head (used by the fast path)."""
+
+    channel: torch.Tensor  # (B, Cin)
+    filter: torch.Tensor | None  # (B, Cout)
+    spatial: torch.Tensor | None  # (B, k * k)
+    kernel: torch.Tensor | None  # (B, n)
+    hidden: torch.Tensor  # (B, A, 1, 1)
+
+
+class AttentionBranch(nn.Module):
+    """The shared attention branch of an ODConv: GAP -> fc -> BN -> ReLU -> four heads.
+
+    Args:
+        in_channels, out_channels, kernel_size, groups, kernel_num: of the ODConv.
+        reduction, min_channel: branch width A = max(int(in_channels * reduction), min_channel).
+        temperature: T > 0, stored as the buffer ``temperature``.
+        batch1_train: what a train-mode forward with batch 1 does (see :class:`ODConv2d`).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        groups: int = 1,
+        reduction: float = 0.0625,
+        kernel_num: int = 4,
+        min_channel: int = 16,
+        temperature: float = 1.0,
+        batch1_train: Batch1Policy = "running_stats",
+    ) -> None:
+        super().__init__()
+        hidden = attention_channels(in_channels, reduction, min_channel)
+        self.kernel_size = kernel_size
+        self.kernel_num = kernel_num
+        self.batch1_train = batch1_train
+        self._warned_batch1 = False
+        # Creation order matches the official module, so torch.manual_seed gives the same initial weights.
+        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, bias=True)
+        depthwise = in_channels == groups and in_channels == out_channels
+        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, bias=True)
+        self.spatial_fc = None if kernel_size == 1 else nn.Conv2d(hidden, kernel_size * kernel_size, 1, bias=True)
+        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1, bias=True)
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:  # noqa: ANN001 (torch signature)
+        # Official ODConv state dicts have no temperature: keep the current one instead of failing strict loading.
+        key = prefix + "temperature"
+        if key not in state_dict:
+            state_dict[key] = self.temperature.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Cin, H, W) -> (B, A, 1, 1). The 1x1 convs run as matmuls on the pooled (B, Cin) vector."""
+        h = _linear(F.adaptive_avg_pool2d(x, 1).flatten(1), self.fc)[:, :, None, None]
+        if self.training and h.shape[0] == 1 and not torch.jit.is_tracing():
+            if self.batch1_train == "error":
+                raise ValueError(
+                    "ODConv attention branch in train mode got batch size 1: its BatchNorm normalises the "
+                    "globally pooled (1x1) features over the batch, which is a single value per channel, so "
+                    "batch statistics are undefined. Use batch >= 2, call .eval(), or build the module "
+                    "with batch1_train='running_stats'."
+                )
+            if not self._warned_batch1:
+                logger.warning(
+                    "ODConv attention branch in train mode with batch 1: BatchNorm over a 1x1 pooled map "
+                    "has one value per channel; normalising with the running statistics (not updated)."
+                )
+                self._warned_batch1 = True
+            bn = self.bn
+            h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            h = self.bn(h)
+        return F.relu(h)
+
+    def logits(self, x: torch.Tensor) -> _Logits:
+        """Attentions (after sigmoid / softmax) for input (B, Cin, H, W); None where a head is skipped."""
+        h = self._hidden(x)
+        flat = h.flatten(1)
+        t = self.temperature
+
+        def head(fc: nn.Conv2d) -> torch.Tensor:
+            return _linear(flat, fc) / t
+
+        channel = torch.sigmoid(head(self.channel_fc))
+        filt = None if self.filter_fc is None else torch.sigmoid(head(self.filter_fc))
+        spatial = None if self.spatial_fc is None else torch.sigmoid(head(self.spatial_fc))
+        kernel = None if self.kernel_fc is None else torch.softmax(head(self.kernel_fc), dim=1)
+        return _Logits(channel, filt, spatial, kernel, h)
+
+    def extra_repr(self) -> str:
+        return f"temperature={float(self.temperature):.4g}, batch1_train={self.batch1_train!r}"
+
+
+def _linear(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 conv applied to a pooled vector: (B, Cin) -> (B, Cout) (cheaper than conv2d on a 1x1 map)."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+def _is_exporting() -> bool:
+    """True while torch.jit tracing, the TorchScript ONNX exporter or torch.export is running."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+class ODConv2d(nn.Module):
+    """Omni-dimensional dynamic 2-D convolution (Li et al. 2022), (B, Cin, H, W) -> (B, Cout, H', W').
+
+    Args:
+        in_channels, out_channels, kernel_size (square, int), stride, padding, dilation, groups:
+            as :class:`torch.nn.Conv2d` (ints only; no bias, as the official module).
+        reduction: attention width ratio; A = max(int(in_channels * reduction), min_channel).
+        kernel_num: n candidate kernels (1 gives "ODConv 1x", 4 "ODConv 4x").
+        min_channel: lower bound of A (16 in the official code).
+        temperature: T > 0 of the attention heads (buffer ``attention.temperature``).
+        conv_impl: how the per-sample convolution runs. ``"auto"`` (default): ``"grouped"`` in eager
+            mode, ``"matmul"`` while tracing / exporting. ``"grouped"``: the batch is folded into the
+            channels and one grouped conv with ``groups * B`` groups runs (fastest eager path; its group
+            count depends on B, so an exported graph would have a fixed batch). ``"matmul"``: im2col by
+            strided slices and a batched matmul (a shifted multiply-add for depthwise convs), whose
+            graph is batch-size independent (ONNX export with a dynamic batch axis). For an export
+            at a fixed batch size, ``"grouped"`` exports too and runs about 2x faster in
+            onnxruntime (docs/odconv_design.md).
+        batch1_train: a train-mode forward with batch 1: ``"running_stats"`` normalises the attention
+            branch with the BN running statistics (warns once), ``"error"`` raises ValueError.
+
+    When k = 1 and n = 1 (the official "pw1x" case) the kernel is not sample-dependent, so the module
+    runs the static conv on ``x * a_c`` and multiplies by ``a_f`` (cheaper than per-sample kernels).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        reduction: float = 0.0625,
+        kernel_num: int = 4,
+        min_channel: int = 16,
+        temperature: float = 1.0,
+        *,
+        conv_impl: ConvImpl = "auto",
+        batch1_train: Batch1Policy = "running_stats",
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
+                                 ("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                                 ("padding", padding, 0), ("dilation", dilation, 1), ("groups", groups, 1),
+                                 ("kernel_num", kernel_num, 1), ("min_channel", min_channel, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"ODConv2d: {name} must be an int >= {low}, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"ODConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+                f"by groups ({groups})"
+            )
+        if not reduction > 0:
+            raise ValueError(f"ODConv2d: reduction must be > 0, got {reduction}")
+        _check_temperature(temperature)
+        if conv_impl not in _CONV_IMPLS:
+            raise ValueError(f"ODConv2d: conv_impl must be one of {_CONV_IMPLS}, got {conv_impl!r}")
+        if batch1_train not in _BATCH1_POLICIES:
+            raise ValueError(f"ODConv2d: batch1_train must be one of {_BATCH1_POLICIES}, got {batch1_train!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.conv_impl: ConvImpl = conv_impl
+        # Attention first, then the weight: the official creation order (same RNG draws for the same seed).
+        self.attention = AttentionBranch(in_channels, out_channels, kernel_size, groups, reduction,
+                                         kernel_num, min_channel, temperature, batch1_train)
+        self.weight = nn.Parameter(torch.randn(kernel_num, out_channels, in_channels // groups,
+                                               kernel_size, kernel_size))
+        for i in range(kernel_num):
+            nn.init.kaiming_normal_(self.weight[i], mode="fan_out", nonlinearity="relu")
+
+    # ----------------------------------------------------------------------------------------- temperature
+    @property
+    def temperature(self) -> float:
+        """The attention temperature T."""
+        return float(self.attention.temperature)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set T (> 0) in place; it is saved with the state dict."""
+        _check_temperature(temperature)
+        self.attention.temperature.fill_(float(temperature))
+
+    update_temperature = set_temperature  # the official name
+
+    @property
+    def is_static(self) -> bool:
+        """True when the kernel itself is sample-independent (k = 1 and n = 1)."""
+        return self.kernel_size == 1 and self.kernel_num == 1
+
+    # ------------------------------------------------------------------------------------------ attentions
+    def attentions(self, x: torch.Tensor) -> ODConvAttentions:
+        """The four attentions and the hidden features for x (B, Cin, H, W), official shapes, ones if skipped."""
+        self._check_input(x)
+        a = self.attention.logits(x)
+        b = x.shape[0]
+        k = self.kernel_size
+        ones = a.channel.new_ones
+        filt = ones(b, self.out_channels) if a.filter is None else a.filter
+        spatial = ones(b, k * k) if a.spatial is None else a.spatial
+        kernel = ones(b, self.kernel_num) if a.kernel is None else a.kernel
+        return ODConvAttentions(
+            channel=a.channel.reshape(b, self.in_channels, 1, 1),
+            filter=filt.reshape(b, self.out_channels, 1, 1),
+            spatial=spatial.reshape(b, 1, 1, 1, k, k),
+            kernel=kernel.reshape(b, self.kernel_num, 1, 1, 1, 1),
+            hidden=a.hidden,
+        )
+
+    def aggregate_weight(self, att: ODConvAttentions) -> torch.Tensor:
+        """The official aggregated kernel ``sum_i a_w[i] * a_s * W_i``, (B, Cout, Cin/groups, k, k).
+
+        Channel and filter attentions are not included (the official code applies them to x and y).
+        """
+        return (att.spatial * att.kernel * self.weight.unsqueeze(0)).sum(dim=1)
+
+    def sample_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-sample kernels with all four attentions folded in, (B, Cout, Cin/groups, k, k).
+
+        ``F.conv2d(x[b:b+1], sample_weights(x)[b], ...)`` equals ``forward(x)[b:b+1]``.
+        """
+        self._check_input(x)
+        return self._fold(self.attention.logits(x))
+
+    def _fold(self, a: _Logits) -> torch.Tensor:
+        """Fold the attentions into the kernels: (B, Cout, Cin/g, k, k) = a_f[o] a_c[i] a_s sum_i a_w[i] W_i."""
+        n, cout, cin_g, k = self.kernel_num, self.out_channels, self.in_channels // self.groups, self.kernel_size
+        g = self.groups
+        b = a.channel.shape[0]
+        if a.kernel is None:
+            w = self.weight.reshape(1, g, cout // g, cin_g, k * k)
+        else:
+            w = torch.matmul(a.kernel, self.weight.reshape(n, -1)).reshape(b, g, cout // g, cin_g, k * k)
+        if a.spatial is not None:
+            w = w * a.spatial.reshape(b, 1, 1, 1, k * k)
+        w = w * a.channel.reshape(b, g, 1, cin_g, 1)
+        if a.filter is not None:
+            w = w * a.filter.reshape(b, g, cout // g, 1, 1)
+        return w.reshape(b, cout, cin_g, k, k)
+
+    # --------------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Cin, H, W) -> (B, Cout, H', W'), H' = floor((H + 2p - d(k-1) - 1) / s) + 1.
+
+        Paths: k = 1 and n = 1 -> static conv on ``x * a_c``, times ``a_f``; otherwise the attentions are
+        folded into per-sample kernels (:meth:`sample_weights`) and applied with the grouped
+        (eager) or the matmul (tracing / export, or ``conv_impl="matmul"``) formulation.
+        """
+        self._check_input(x)
+        a = self.attention.logits(x)
+        if self.is_static:
+            y = F.conv2d(x * a.channel[:, :, None, None], self.weight[0], None, self.stride, self.padding,
+                         self.dilation, self.groups)
+            return y if a.filter is None else y * a.filter[:, :, None, None]
+        w = self._fold(a)
+        impl = self.conv_impl
+        if impl == "auto":
+            impl = "matmul" if _is_exporting() else "grouped"
+        if impl == "grouped":
+            return self._conv_grouped(x, w)
+        return self._conv_matmul(x, w)
+
+    def _conv_grouped(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Per-sample conv as one grouped conv over the batch folded into channels (groups = B * groups)."""
+        b, _, h, wd = x.shape
+        y = F.conv2d(x.reshape(1, b * self.in_channels, h, wd), w.reshape(b * self.out_channels, *w.shape[2:]),
+                     None, self.stride, self.padding, self.dilation, self.groups * b)
+        return y.reshape(b, self.out_channels, y.shape[-2], y.shape[-1])
+
+    def _conv_matmul(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Per-sample conv whose graph does not depend on B: im2col by k*k strided slices, batched matmul.
+
+        Depthwise (Cin/g == Cout/g == 1): a multiply-add of the k*k shifted slices instead of the matmul.
+        """
+        k, s, d, p = self.kernel_size, self.stride, self.dilation, self.padding
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        span = d * (k - 1)
+        # Slice with constant starts / negative ends so the graph stays valid for any H, W (and B).
+        cols = [x[:, :, i * d: (i * d - span) or None: s, j * d: (j * d - span) or None: s]
+                for i in range(k) for j in range(k)]
+        b = x.shape[0]
+        ho, wo = cols[0].shape[-2], cols[0].shape[-1]
+        g, cout, cin_g = self.groups, self.out_channels, self.in_channels // self.groups
+        if cin_g == 1 and cout == g:
+            taps = w.reshape(b, cout, k * k, 1, 1)
+            y = cols[0] * taps[:, :, 0]
+            for t in range(1, k * k):
+                y = y + cols[t] * taps[:, :, t]
+            return y
+        patches = torch.stack(cols, dim=2).reshape(b, g, cin_g * k * k, ho * wo)
+        y = torch.matmul(w.reshape(b, g, cout // g, cin_g * k * k), patches)
+        return y.reshape(b, cout, ho, wo)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():
+            return
+        if x.dim() != 4:
+            raise ValueError(f"ODConv2d expects a 4-D input (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"ODConv2d expects {self.in_channels} input channels, got input of shape {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"kernel_num={self.kernel_num}, conv_impl={self.conv_impl!r}")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+            and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"ODConv temperature must be a finite number > 0, got {temperature!r}")

@@ -1,0 +1,86 @@
+"""Tests of featherface.models.registry."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from featherface.models.featherface import FeatherFace
+from featherface.models.registry import create_model, list_models, model_config
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_list_models() -> None:
+    names = list_models()
+    assert {"featherface_none", "featherface_cbam", "featherface_odconv", "featherface_v1"} <= set(names)
+    assert names == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "name, params", [("featherface_none", 475_735), ("featherface_cbam", 488_664), ("featherface_v1", 489_015)]
+)
+def test_registered_parameter_counts(name: str, params: int) -> None:
+    model = create_model(name)
+    assert isinstance(model, FeatherFace)
+    assert n_params(model) == params
+
+
+def test_overrides() -> None:
+    model = create_model("featherface_none", width=56, bifpn_repeats=2)
+    assert n_params(model) == 489_015
+    assert model.config.width == 56
+    cfg = model_config("featherface_cbam", attention_sites=("p3", "p4", "p5"))
+    assert cfg.attention == "cbam" and cfg.attention_sites == ("p3", "p4", "p5")
+
+
+def test_unknown_override_suggests() -> None:
+    with pytest.raises(ValueError, match="did you mean 'bifpn_repeats'"):
+        create_model("featherface_none", bifpn_repeat=2)
+
+
+def test_bad_override_value() -> None:
+    with pytest.raises(ValueError, match="divisible by 4"):
+        create_model("featherface_none", width=54)
+
+
+def test_unknown_model_suggests() -> None:
+    with pytest.raises(KeyError, match="did you mean 'featherface_cbam'"):
+        create_model("featherface_cbma")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("featherface.nn.odconv_attention") is None,
+    reason="featherface.nn.odconv_attention not written yet",
+)
+def test_odconv_variant_budget() -> None:
+    from featherface.nn.odconv_attention import RECOMMENDED_SITES
+
+    model = create_model("featherface_odconv")
+    assert model.config.attention == "odconv"
+    expected_sites = tuple(s for s in ("c3", "c4", "c5", "p3", "p4", "p5") if s in RECOMMENDED_SITES)
+    assert model.config.attention_sites == expected_sites
+    assert n_params(model) < 490_000
+    # The trunk is the shared one.
+    trunk = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("attention."))
+    assert trunk == 475_735
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("featherface.nn.odconv_attention") is None,
+    reason="featherface.nn.odconv_attention not written yet",
+)
+def test_odconv_variant_is_trunk_at_init() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    odconv = create_model("featherface_odconv").eval()
+    trunk = create_model("featherface_none").eval()
+    trunk.load_state_dict({k: v for k, v in odconv.state_dict().items() if not k.startswith("attention.")})
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        for a, b in zip(odconv(x), trunk(x)):
+            torch.testing.assert_close(a, b)
