@@ -126,7 +126,7 @@ class FaceDetector:
         else:
             net = create_model(model, **dict(model_overrides or {}))
             report = load_weights(net, weights)
-            log.info("loaded %s into %s: %s", weights, model, report)
+            log.info("loaded %s into %s: %d tensors", weights, model, len(report.loaded))
         return cls(net, settings, device, **overrides)
 
     def _priors_for(self, height: int, width: int) -> torch.Tensor:

@@ -261,6 +261,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    import torch
+
+    from featherface.api import FaceDetector
+    from featherface.detect import run_detect
+    from featherface.provenance import write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    detector = FaceDetector.from_pretrained(
+        args.model, args.weights, device=args.device, score_threshold=args.threshold, nms_iou=args.nms_iou,
+        long_side=args.long_side,
+    )
+    out_dir = Path(args.out)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        summary = run_detect(
+            detector, args.inputs, out_dir, save_images=args.save_images, save_json=args.save_json,
+            progress=progress, max_frames=args.max_frames, keep_going=args.keep_going,
+        )
+    finally:
+        progress.close()
+    write_json(out_dir / "summary.json", summary.to_dict())
+    for path, reason in summary.skipped.items():
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
+    print(f"detect: {summary.images} images ({summary.image_faces} faces) on {detector.device}; outputs in {out_dir}")
+    for video in summary.videos:
+        print(
+            f"  video {video.path}: {video.frames} frames, {video.faces} faces, "
+            f"{video.detector_fps:.2f} fps (detector), {video.end_to_end_fps:.2f} fps (end to end)"
+        )
+    return 0 if summary.images or summary.videos else 1
+
+
 def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument(
@@ -373,6 +407,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser(
+        "detect",
+        help="detect faces in images, folders and videos; write annotated copies and JSON",
+        description=(
+            "Detect faces in image files, folders (searched recursively) and videos, and write annotated images or "
+            "videos plus JSON (boxes, scores, 5 landmarks in original pixels). In a folder, unreadable images are "
+            "skipped with a warning. Runs on CUDA when available, else the CPU."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="image files, folders or videos (.mp4 .avi .mov .mkv .webm .m4v)")
+    p.add_argument("--weights", required=True, help="checkpoint of ours, or a FeatherFace fork state dict")
+    p.add_argument("--model", default=None,
+                   help="registered model name (default: the architecture recorded in our checkpoint; required for "
+                        "fork state dicts, e.g. featherface_v1)")
+    p.add_argument("-o", "--out", default="detections", help="output folder (default: ./detections)")
+    p.add_argument("--threshold", type=float, default=0.5, help="score threshold (default 0.5)")
+    p.add_argument("--nms-iou", type=float, default=0.4, help="NMS IoU threshold (default 0.4)")
+    p.add_argument("--long-side", type=int, default=None,
+                   help="resize so the longer side has this many pixels (default: original size)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    p.add_argument("--no-images", dest="save_images", action="store_false", help="write no annotated images/videos")
+    p.add_argument("--no-json", dest="save_json", action="store_false", help="write no .json / .jsonl")
+    p.add_argument("--max-frames", type=int, default=None, help="process at most N frames per video")
+    p.add_argument("--keep-going", action="store_true", help="skip unreadable files named directly instead of failing")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_detect)
+
+    p = verbs.add_parser(
         "info",
         help="parameters per module, MACs and output shapes of a registered model",
         description="Print a model's parameters per module, its MACs (deformable and ODConv work included) and outputs.",
@@ -394,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"featherface {args.verb}: error: {err}", file=sys.stderr)
         return 2
 
