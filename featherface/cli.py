@@ -149,9 +149,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if report.golden_skipped:
         print(f"  ODConv golden vectors: skipped ({report.golden_skipped})")
     else:
-        worst = max((max(g.max_abs_diff.values()) for g in report.odconv_golden), default=float("nan"))
+        worst = max((d for g in report.odconv_golden for d in g.max_abs_diff.values()), default=float("nan"))
         passed = sum(g.ok for g in report.odconv_golden)
         print(f"  ODConv golden vectors: {passed}/{len(report.odconv_golden)} files match (max |diff| {worst:.2e})")
+        for g in report.odconv_golden:
+            if not g.ok:
+                print(f"    {g.name}: FAILED {g.error or g.max_abs_diff}")
     print(f"validate: {'OK' if report.ok else 'FAILED'}; report {out_dir / 'report.json'}")
     return 0 if report.ok else 1
 
@@ -457,7 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except KeyError as err:
+        print(f"featherface {args.verb}: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    except (ConfigError, OSError, ValueError, RuntimeError) as err:
         print(f"featherface {args.verb}: error: {err}", file=sys.stderr)
         return 2
 

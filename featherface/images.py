@@ -28,6 +28,11 @@ class ImageError(ValueError):
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file into an ``(H, W, 3)`` uint8 BGR array.
 
+    Decoded like ``cv2.imread(path, cv2.IMREAD_COLOR)``, the call of the RetinaFace / FeatherFace evaluation
+    scripts and of :mod:`featherface.data.dataset`: the EXIF orientation is applied (a phone picture comes out
+    the way viewers show it), grayscale is replicated to three channels, alpha is dropped, CMYK JPEGs are
+    converted and 16-bit images are reduced to 8 bits.
+
     Raises:
         FileNotFoundError: the path does not exist.
         ImageError: the file is empty or not a decodable image.
@@ -38,7 +43,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise ImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
     return to_bgr(image, "bgr", where=str(path))
@@ -48,10 +53,17 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
     """An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array as contiguous ``(H, W, 3)`` uint8 BGR.
 
     Args:
-        image: the array; uint8, or uint16 (scaled down by 257), or float in [0, 1] (scaled by 255).
-        color: the channel order of a 3- or 4-channel input.
+        image: the array; uint8, or uint16 (scaled down by 257), or float in [0, 1] (scaled by 255; values a
+            little outside are clipped, but a float image in 0..255 or a mean-subtracted one is refused rather
+            than silently turned white or black).
+        color: the channel order of a 3- or 4-channel input (``"bgr"`` or ``"rgb"``).
         where: how to name the image in error messages.
+
+    Raises:
+        ImageError: naming ``where`` and the unusable shape, dtype, value range or colour order.
     """
+    if color not in ("bgr", "rgb"):
+        raise ImageError(f"{where}: color must be 'bgr' or 'rgb', got {color!r}")
     if not isinstance(image, np.ndarray):
         raise ImageError(f"{where}: expected a numpy array, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -65,7 +77,13 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
     elif np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise ImageError(f"{where}: float image contains NaN or infinity")
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        low, high = float(image.min()), float(image.max())
+        if low < -0.5 or high > 1.5:
+            raise ImageError(
+                f"{where}: float images must hold values in [0, 1], got [{low:g}, {high:g}] "
+                "(pass a 0..255 image as uint8, e.g. image.astype(np.uint8))"
+            )
+        image = np.clip(image.astype(np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageError(f"{where}: unsupported dtype {image.dtype} (use uint8, uint16 or float in [0, 1])")
     if image.ndim == 2:
@@ -74,8 +92,6 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
         image = image[:, :, :3]
     if color == "rgb":
         image = image[:, :, ::-1]
-    elif color != "bgr":
-        raise ImageError(f"color must be 'bgr' or 'rgb', got {color!r}")
     return np.ascontiguousarray(image)
 
 

@@ -57,14 +57,45 @@ class PredictSummary:
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
-    """Move the finished folder `src` to `dest`, replacing an older `dest` only once `src` is complete."""
+    """Move the finished folder `src` to `dest`, replacing an older `dest` only once `src` is complete.
+
+    When the final rename fails, the older `dest` is put back before the error propagates.
+    """
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
-    os.replace(src, dest)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_replaceable(out_dir: Path, images_dir: Path) -> None:
+    """Refuse an `out_dir` whose replacement would delete something other than an older prediction set.
+
+    Raises:
+        ValueError: `out_dir` is `images_dir` or holds it, is a file, or holds anything but ``<event>/*.txt`` files.
+    """
+    out_abs, images_abs = out_dir.resolve(), images_dir.resolve()
+    if out_abs == images_abs or out_abs in images_abs.parents:
+        raise ValueError(f"prediction folder {out_dir} would replace the image folder {images_dir}; choose another")
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"prediction folder {out_dir} exists and is not a folder")
+    for entry in out_dir.iterdir():
+        inner = list(entry.iterdir()) if entry.is_dir() and not entry.is_symlink() else [entry]
+        foreign = [f for f in inner if not (f.is_file() and f.suffix == ".txt" and entry.is_dir())]
+        if foreign:
+            raise ValueError(
+                f"refusing to replace {out_dir}: it holds {foreign[0]}, which is not a prediction file "
+                "(<event>/<name>.txt); choose an empty or new folder"
+            )
 
 
 def predict_folder(
@@ -78,34 +109,45 @@ def predict_folder(
     Args:
         detector: the detector (its settings decide threshold, NMS and input size).
         images_dir: ``<event>/<name>.jpg`` images (any depth works; the file keeps the relative folder).
-        out_dir: the prediction folder to (re)create.
-        progress: ``progress(done, total, what)``.
+        out_dir: the prediction folder to (re)create. An existing one is replaced only once the new set is
+            complete, and only when it holds nothing but prediction files (``<event>/*.txt``).
+        progress: ``progress(done, total, what)``, called after every image (skipped ones included).
 
     Raises:
         FileNotFoundError: `images_dir` does not exist or holds no images.
+        ValueError: `out_dir` is (or holds) `images_dir`, or holds files other than prediction files.
     """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     paths = list_images(images_dir)
     if not paths:
         raise FileNotFoundError(f"no images under {images_dir}")
+    _check_replaceable(out_dir, images_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     summary = PredictSummary()
+    written: dict[Path, Path] = {}
     try:
         for index, path in enumerate(paths, start=1):
             rel = path.relative_to(images_dir)
-            start = time.perf_counter()
-            try:
-                dets = detector(path)
-            except (ImageError, OSError) as err:
-                log.warning("skipping %s: %s", path, err)
-                summary.skipped[str(rel)] = str(err)
-                continue
-            summary.seconds += time.perf_counter() - start
-            rows = to_wider_rows(dets)
-            write_prediction_file(staging / rel.with_suffix(".txt"), rows)
-            summary.images += 1
-            summary.detections += int(len(rows))
+            target = rel.with_suffix(".txt")
+            if target in written:  # a.jpg and a.png would share a.txt
+                reason = f"its prediction file {target} is already written for {written[target]}"
+                log.warning("skipping %s: %s", path, reason)
+                summary.skipped[str(rel)] = reason
+            else:
+                start = time.perf_counter()
+                try:
+                    dets = detector(path)
+                except (ImageError, OSError) as err:
+                    log.warning("skipping %s: %s", path, err)
+                    summary.skipped[str(rel)] = str(err)
+                else:
+                    summary.seconds += time.perf_counter() - start
+                    rows = to_wider_rows(dets)
+                    write_prediction_file(staging / target, rows)
+                    written[target] = rel
+                    summary.images += 1
+                    summary.detections += int(len(rows))
             if progress:
                 progress(index, len(paths), "predict")
         _replace_dir(staging, out_dir)

@@ -1,0 +1,170 @@
+"""The `featherface` command line, run in-process through `featherface.cli.main`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from featherface.cli import build_parser, main
+from featherface.eval.prediction_files import write_prediction_folder
+
+VERBS = ("download", "verify", "validate", "predict", "score", "evaluate", "detect", "info")
+TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
+
+
+@pytest.fixture()
+def dev_jitter_preds(golden_dir: Path, tmp_path: Path) -> Path:
+    """`preds_dev_jitter.npz` written out as official prediction files (233 images)."""
+    source = golden_dir / "widerface_eval" / "preds_dev_jitter.npz"
+    if not source.is_file():
+        pytest.skip(f"{source} is absent")
+    with np.load(source) as npz:
+        preds = {key: npz[key] for key in npz.files}
+    out = tmp_path / "dev_jitter"
+    write_prediction_folder(preds, out)
+    return out
+
+
+def _write_params(path: Path, **validate: object) -> Path:
+    path.write_text(yaml.safe_dump({"validate": validate}))
+    return path
+
+
+def test_every_verb_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(verbs) == set(VERBS)
+    for verb in (None, *VERBS):
+        with pytest.raises(SystemExit) as info:
+            main([verb, "--help"] if verb else ["--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage: featherface" + (f" {verb}" if verb else ""))
+
+
+def test_missing_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_info_prints_the_parameter_count(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "featherface_cbam", "--size", "64", "96"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "featherface_cbam: 488,664 parameters (488,664 trainable)"
+    assert "MACs at 64x96" in out
+    # P = 2 * (8*12 + 4*6 + 2*3) = 252 priors at 64x96
+    assert "(1, 252, 4)" in out
+
+
+def test_evaluate_a_prediction_folder(
+    dev_jitter_preds: Path, widerface_dir: Path, golden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code = main(
+        ["evaluate", "--predictions", str(dev_jitter_preds), "--gt", str(widerface_dir / "val"), "--out", str(out)]
+    )
+    assert code == 0
+    stdout = capsys.readouterr().out
+    expected = json.loads((golden_dir / "widerface_eval" / "expected_ap.json").read_text())["dev_jitter"]
+    line = next(line for line in stdout.splitlines() if line.startswith("evaluate:"))
+    for setting in ("easy", "medium", "hard"):
+        assert f"{setting.capitalize()} {100 * expected[setting]:.2f}" in line
+    assert "(233 of the 3226 val images took part)" in line
+    ap = json.loads((out / "ap.json").read_text())
+    for setting in ("easy", "medium", "hard"):
+        assert ap["ap"][setting] == pytest.approx(expected[setting], abs=1e-9)
+    assert ap["num_images"] == 233 and ap["num_images_total"] == 3226
+    assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_names_a_malformed_prediction_file(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "preds" / "0--Parade" / "0_Parade_marchingband_1_465.txt"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("0_Parade_marchingband_1_465.jpg\n2\n10 20 30 40 0.9\n10 20 30 0.8\n")
+    code = main(["evaluate", "--predictions", str(bad.parents[1]), "--gt", str(widerface_dir / "val"),
+                 "--out", str(tmp_path / "eval")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("featherface evaluate: error: ")
+    assert f"{bad}, line 4: expected 5 values" in err
+    assert not (tmp_path / "eval" / "ap.json").exists()
+
+
+def test_evaluate_a_model_on_two_images(
+    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = weights_dir / "featherface_v1_fork.pth"
+    if not weights.is_file():
+        pytest.skip(f"{weights} is absent")
+    images = tmp_path / "images" / "0--Parade"
+    images.mkdir(parents=True)
+    for name in TWO_VAL_IMAGES:
+        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--model", "featherface_v1", "--weights", str(weights), "--images", str(images.parent),
+        "--gt", str(widerface_dir / "val"), "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "predicted 2 images at original size" in stdout
+    assert "(2 of the 3226 val images took part)" in stdout
+    ap = json.loads((out / "ap.json").read_text())
+    assert ap["num_images"] == 2
+    assert all(0.0 <= ap["ap"][s] <= 1.0 for s in ("easy", "medium", "hard") if ap["ap"][s] is not None)
+    assert (out / "pr_curves.png").is_file()
+    assert sorted(p.name for p in (out / "predictions" / "0--Parade").iterdir()) == [
+        n.replace(".jpg", ".txt") for n in sorted(TWO_VAL_IMAGES)
+    ]
+
+
+def test_evaluate_needs_predictions_or_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--gt", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "give either --predictions DIR, or --model/--weights with --images DIR" in capsys.readouterr().err
+
+
+def test_validate_with_a_parameter_file(
+    golden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = _write_params(
+        tmp_path / "params.yaml", models=["featherface_none"], input_sizes=[[61, 97]], golden_dir=str(golden_dir)
+    )
+    out = tmp_path / "validate"
+    assert main(["validate", "--params", str(params), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "featherface_none" in stdout and "475,735 params" in stdout
+    assert "ODConv golden vectors: 12/12 files match" in stdout
+    assert stdout.rstrip().splitlines()[-1].startswith("validate: OK")
+    report = json.loads((out / "report.json").read_text())
+    assert report["ok"] is True and report["models"][0]["output_shapes"]["61x97"]["loc"] == [1, 280, 4]
+    assert (out / "provenance.json").is_file()
+
+    # A budget below the model's count fails the stage (exit 1) and says why.
+    code = main(["validate", "--params", str(params), "--out", str(out), "--set", "validate.param_budget=400000"])
+    assert code == 1
+    stdout = capsys.readouterr().out
+    assert "FAILED: 475,735 parameters exceed the budget of 400,000" in stdout
+    assert json.loads((out / "report.json").read_text())["ok"] is False
+
+
+def test_bad_set_key_exits_2_with_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = _write_params(tmp_path / "params.yaml", models=["featherface_none"])
+    code = main(["validate", "--params", str(params), "--set", "validate.param_budgt=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'validate.param_budgt' (did you mean 'param_budget'?)" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_parameter_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--params", str(tmp_path / "nope.yaml")]) == 2
+    assert "parameter file not found" in capsys.readouterr().err
