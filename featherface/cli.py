@@ -298,6 +298,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0 if summary.images or summary.videos else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from featherface.export import export_pretrained
+    from featherface.provenance import write_json
+
+    fmt = args.format
+    if args.output:
+        output = Path(args.output)
+    else:
+        fmt = fmt or "onnx"
+        stem = args.model or Path(args.weights).stem
+        output = Path("results/export") / f"{stem}.{'onnx' if fmt == 'onnx' else 'pt'}"
+    options: dict[str, object] = {"input_size": tuple(args.input_size), "batch_size": args.batch_size,
+                                  "check": not args.no_check}
+    if (fmt or output.suffix.lstrip(".")) == "onnx":
+        options.update(opset=args.opset, dynamic=not args.static)
+    else:
+        options.update(device=args.device)
+    summary = export_pretrained(args.model, args.weights, output, format=fmt, **options)
+    if args.summary:
+        write_json(args.summary, summary)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument(
@@ -437,6 +463,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
+
+    p = verbs.add_parser(
+        "export",
+        help="export a model to ONNX (dynamic batch/height/width, DeformConv, opset 19) or TorchScript",
+        description=(
+            "Export a model with its weights to ONNX (input 'input' (B,3,H,W) BGR minus mean; outputs 'loc', "
+            "'logits', 'landmarks'; dynamic batch, height and width; deformable convolutions as the ONNX DeformConv "
+            "operator, which needs opset 19) or TorchScript (traced; follows the input size). The file is checked "
+            "against eager PyTorch before it is written, and the parity figures are printed."
+        ),
+    )
+    p.add_argument("model", nargs="?", default=None,
+                   help="registered model name (omit for a checkpoint of ours, which records its architecture)")
+    p.add_argument("--weights", required=True, help="checkpoint of ours, or a FeatherFace fork state dict")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default=None,
+                   help="output format (default: from the --output suffix, else onnx)")
+    p.add_argument("--output", help="destination file (default: results/export/<model>.onnx or .pt)")
+    p.add_argument("--opset", type=int, default=19, help="ONNX opset (>= 19 for DeformConv; default 19)")
+    p.add_argument("--input-size", type=int, nargs=2, default=(640, 640), metavar=("H", "W"),
+                   help="example input size used for tracing (default 640 640)")
+    p.add_argument("--batch-size", type=int, default=1, help="example batch size used for tracing (default 1)")
+    p.add_argument("--static", action="store_true", help="ONNX: fixed batch, height and width")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
+    p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
+    p.add_argument("--summary", help="also write the JSON summary to this file")
+    p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser(
         "info",
