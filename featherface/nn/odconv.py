@@ -254,9 +254,9 @@ class ODConv2d(nn.Module):
             channels and one grouped conv with ``groups * B`` groups runs (fastest eager path; its group
             count depends on B, so an exported graph would have a fixed batch). ``"matmul"``: im2col by
             strided slices and a batched matmul (a shifted multiply-add for depthwise convs), whose
-            graph is batch-size independent (ONNX export with a dynamic batch axis). For an export
-            at a fixed batch size, ``"grouped"`` exports too and runs about 2x faster in
-            onnxruntime (docs/odconv_design.md).
+            graph is batch-size independent (ONNX export with a dynamic batch axis). A standalone module
+            forced to ``"grouped"`` exports at a fixed batch size and runs about 2x faster in onnxruntime
+            (docs/odconv_design.md); whole-model exports (:mod:`featherface.export`) use ``"matmul"``.
         batch1_train: a train-mode forward with batch 1: ``"running_stats"`` normalises the attention
             branch with the BN running statistics (warns once), ``"error"`` raises ValueError.
 
