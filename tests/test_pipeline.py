@@ -8,6 +8,7 @@ tools there.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,9 @@ WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "featherfac
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # One thread per process: the stages are tiny here, and PyTorch's thread pool thrashes on a busy 2-core machine.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-4000:]}"
     return output
