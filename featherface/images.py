@@ -3,17 +3,22 @@
 Everything the detector accepts ends up as an ``(H, W, 3)`` uint8 **BGR** array: grayscale images are
 replicated to three channels, RGBA / BGRA lose their alpha channel, RGB arrays are flipped when the caller says
 they are RGB. The network input is that array minus the mean (104, 117, 123), as float32 CHW (DESIGN.md section 1).
+
+Importing this module does not import torch (only :func:`to_tensor` needs it), so the torch-free runtime
+(:mod:`featherface.runtime`) shares these functions.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -69,7 +74,11 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ImageError(f"{where}: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
+        raise ImageError(
+            f"{where}: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}"
+            + (" (channels first? use image.transpose(1, 2, 0))" if image.ndim == 3 and image.shape[0] in (1, 3, 4)
+               else "")
+        )
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ImageError(f"{where}: empty image of shape {image.shape}")
     if image.dtype == np.uint16:
@@ -112,8 +121,10 @@ def resize_long_side(image: np.ndarray, long_side: int | None) -> tuple[np.ndarr
     return resized, (width / new_w, height / new_h)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
+def to_tensor(image: np.ndarray) -> "torch.Tensor":
     """``(H, W, 3)`` uint8 BGR -> ``(3, H, W)`` float32 network input (minus the BGR mean, no scaling)."""
+    import torch
+
     array = image.astype(np.float32) - np.asarray(MEAN_BGR, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
