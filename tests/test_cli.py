@@ -168,3 +168,24 @@ def test_bad_set_key_exits_2_with_a_suggestion(tmp_path: Path, capsys: pytest.Ca
 def test_missing_parameter_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--params", str(tmp_path / "nope.yaml")]) == 2
     assert "parameter file not found" in capsys.readouterr().err
+
+
+def test_evaluate_a_peer_on_two_images(
+    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
+    if not yunet.is_file():
+        pytest.skip(f"{yunet} is absent")
+    images = tmp_path / "images" / "0--Parade"
+    images.mkdir(parents=True)
+    for name in TWO_VAL_IMAGES:
+        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--peer", "yunet", "--weights", str(yunet), "--images", str(images.parent),
+        "--gt", str(widerface_dir / "val"), "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    assert "(2 of the 3226 val images took part)" in capsys.readouterr().out
+    ap = json.loads((out / "ap.json").read_text())
+    assert ap["num_images"] == 2 and ap["ap"]["hard"] > 0.3

@@ -14,9 +14,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from featherface.api import FaceDetector, to_wider_rows
+from featherface.api import to_wider_rows
 from featherface.eval.prediction_files import write_prediction_file
 from featherface.images import ImageError, list_images
 
@@ -99,7 +99,7 @@ def _check_replaceable(out_dir: Path, images_dir: Path) -> None:
 
 
 def predict_folder(
-    detector: FaceDetector,
+    detector: Callable[[Path], Any],
     images_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     progress: ProgressCallback | None = None,
@@ -107,7 +107,9 @@ def predict_folder(
     """Detect faces in every image under `images_dir` and write one prediction file per image into `out_dir`.
 
     Args:
-        detector: the detector (its settings decide threshold, NMS and input size).
+        detector: a :class:`~featherface.api.FaceDetector`, a torch-free
+            :class:`~featherface.runtime.OnnxFaceDetector` or a peer (:mod:`featherface.peers`): any callable
+            from an image path to detections (its settings decide threshold, NMS and input size).
         images_dir: ``<event>/<name>.jpg`` images (any depth works; the file keeps the relative folder).
         out_dir: the prediction folder to (re)create. An existing one is replaced only once the new set is
             complete, and only when it holds nothing but prediction files (``<event>/*.txt``).
@@ -143,7 +145,7 @@ def predict_folder(
                     summary.skipped[str(rel)] = str(err)
                 else:
                     summary.seconds += time.perf_counter() - start
-                    rows = to_wider_rows(dets)
+                    rows = dets.to_wider_rows() if hasattr(dets, "to_wider_rows") else to_wider_rows(dets)
                     write_prediction_file(staging / target, rows)
                     written[target] = rel
                     summary.images += 1
