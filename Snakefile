@@ -29,6 +29,7 @@ def produced_or_file(path):
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -36,3 +37,4 @@ rule all:
         "results/verify/report.json",
         "results/validate/report.json",
         "results/score/ap.json",
+        "results/train/final.pt",

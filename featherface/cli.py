@@ -332,6 +332,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from featherface.train.trainer import NonFiniteLossError, run_training
+
+    progress = TqdmProgress(not args.quiet)
+    try:
+        final = run_training(args.params, args.set or (), args.out, args.resume, progress)
+    except NonFiniteLossError as err:
+        print(f"featherface train: stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+    print(f"train: final checkpoint {final}")
+    return 0
+
+
 def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument(
@@ -388,6 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_options(p)
     p.add_argument("--out", help="output folder (default: results/validate)")
     p.set_defaults(func=cmd_validate)
+
+    p = verbs.add_parser(
+        "train",
+        help="stage 4: train a model on WIDER FACE (GPU when present, CPU otherwise); resumable",
+        description=(
+            "Train train.model with the recipe of params.yaml (train section): RetinaFace augmentation, prior "
+            "matching, hard-negative mining, SGD or AdamW with warm-up and cosine or step decay, the ODConv "
+            "temperature schedule. Writes results/train/last.pt (atomically, every epoch), metrics.csv and "
+            "final.pt. --resume continues exactly where last.pt stopped. Multi-GPU: "
+            "torchrun --nproc_per_node N -m featherface.train --params params.yaml."
+        ),
+    )
+    _add_params_options(p)
+    p.add_argument("--out", help="output folder (default: results/train)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(
         "predict",

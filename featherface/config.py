@@ -23,6 +23,9 @@ class ConfigError(ValueError):
     """A parameter file or override that does not match the schema."""
 
 
+from featherface.train.config import TrainConfig  # noqa: E402  (it imports ConfigError from here)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from and which part of it the pipeline uses.
@@ -146,6 +149,7 @@ class Params:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _require(condition: bool, key: str, message: str) -> None:

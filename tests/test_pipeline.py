@@ -57,6 +57,7 @@ def project(tmp_path: Path, shared_dir: Path) -> Path:
         val_images=4,
     )
     params["validate"]["golden_dir"] = str(shared_dir / "golden")
+    params["train"].update(image_size=128, batch_size=2, epochs=1, warmup_epochs=0, num_workers=0, probe_images=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -100,7 +101,7 @@ def test_snakemake_and_dvc_define_the_same_stages(project: Path) -> None:
         assert snake_outputs[stage] == set(outs), f"stage {stage}: outputs differ"
 
 
-ALL_STAGES = {"download", "verify", "validate", "predict", "score"}
+ALL_STAGES = {"download", "verify", "validate", "predict", "score", "train"}
 
 
 def _check_results(project: Path, val_images: int) -> None:
@@ -110,6 +111,8 @@ def _check_results(project: Path, val_images: int) -> None:
     assert ap["num_images"] == val_images and ap["num_images_total"] == 3226
     assert all(0.0 <= ap["ap"][s] <= 1.0 for s in ("easy", "medium", "hard"))
     assert (project / "results" / "score" / "pr_curves.png").stat().st_size > 0
+    metrics = (project / "results" / "train" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 2 and "loss" in metrics[0]
 
 
 def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
@@ -128,8 +131,11 @@ def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     _set_param(project, "score", "iou_threshold", 0.6)
     assert _snakemake_ran(_snakemake(project)) == {"score"}
 
+    _set_param(project, "train", "lr", 2e-3)
+    assert _snakemake_ran(_snakemake(project)) == {"train"}
+
     _set_param(project, "data", "val_images", 3)
-    assert _snakemake_ran(_snakemake(project)) == {"download", "verify", "predict", "score"}
+    assert _snakemake_ran(_snakemake(project)) == {"download", "verify", "predict", "score", "train"}
     _check_results(project, 3)
 
 
@@ -146,8 +152,11 @@ def test_dvc_reruns_only_what_a_parameter_touches(project: Path) -> None:
     _set_param(project, "validate", "input_sizes", [[64, 64]])
     assert _dvc_ran(_run(dvc, project)) == {"validate"}
 
+    _set_param(project, "train", "lr", 2e-3)
+    assert _dvc_ran(_run(dvc, project)) == {"train"}
+
     _set_param(project, "data", "val_images", 3)
-    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score"}
+    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score", "train"}
     _check_results(project, 3)
     provenance = yaml.safe_load((project / "results" / "verify" / "provenance.json").read_text())
     assert provenance["params"]["data"]["val_images"] == 3

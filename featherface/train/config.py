@@ -1,0 +1,173 @@
+"""The ``train:`` section of ``params.yaml``: a frozen, validated :class:`TrainConfig`.
+
+Load it with ``featherface.config.from_dict(TrainConfig, mapping, "train")``: unknown keys are rejected with a
+suggestion, values of the wrong type name their dotted key, and :meth:`TrainConfig.__post_init__` rejects
+out-of-range values with a :class:`~featherface.config.ConfigError` naming ``train.<key>``.
+
+The defaults are the RetinaFace / FeatherFace recipe (DESIGN.md section 4: SGD momentum 0.9, weight decay
+5e-4, lr 1e-3, batch 32, 640 px, 350 epochs, matching IoU 0.35, hard negatives 7:1, loss weights 2 / 1 / 1)
+with the ODConv temperature schedule of Li et al. 2022 (T from 30 to 1 over the first 10 epochs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from featherface.config import ConfigError
+
+__all__ = ["TrainConfig", "RESUME_TOLERATED_KEYS"]
+
+#: Keys that may differ between the run that wrote ``last.pt`` and the run that resumes from it (they do not
+#: change what is computed, or, for ``epochs``, only extend / shorten the run; the learning-rate schedule is
+#: then recomputed for the new length and a warning is logged).
+RESUME_TOLERATED_KEYS: tuple[str, ...] = (
+    "epochs",
+    "num_workers",
+    "log_every",
+    "checkpoint_every",
+    "threads",
+    "probe_images",
+    "device",
+)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"train.{key}: {message}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the trainer reads (the ``train:`` section of ``params.yaml``).
+
+    Model and initialisation:
+        model: a registered model name (:func:`featherface.models.registry.create_model`).
+        width, bifpn_repeats: override the registered model's BiFPN width C / cell count R (0 keeps the
+            registered value; e.g. ``width: 16, bifpn_repeats: 1`` for a tiny CPU smoke run).
+        init: ``imagenet`` loads ``imagenet_weights`` into the backbone (the recipe), ``fork_trunk`` loads the
+            trunk of a FeatherFace fork checkpoint (``fork_weights``, same width and cell count; the attention
+            blocks keep their initialisation), ``none`` keeps the random initialisation.
+        imagenet_weights, fork_weights: paths relative to the parameter file's folder.
+
+    Data:
+        train_dir: the ``widerface/train`` folder (``images/`` and ``label.txt``); empty means
+            ``<data.root>/widerface/train``. Relative to the parameter file's folder.
+        image_size: side S of the square training crops (640).
+        max_train_images: use only the first N images of the label file (0 = all of them).
+        min_face_px: drop faces smaller than this (pixels of the original image) when the labels are read.
+        num_workers: data-loader processes (0 loads in the training process).
+
+    Optimisation:
+        epochs, batch_size: ``batch_size`` is per process (the global batch is ``batch_size * world_size``).
+        optimizer: ``sgd`` (``momentum``, Nesterov off) or ``adamw`` (betas 0.9 / 0.999); ``weight_decay``
+            for both (decoupled for AdamW), applied to every parameter as in RetinaFace.
+        lr: peak learning rate (of the trunk; see ``attention_lr_mult``).
+        warmup_epochs: linear warm-up length in (fractional) epochs, counted in steps (0 = none); a warm-up
+            longer than the run is cut to the run (the rate then reaches ``lr`` at the last step).
+        schedule: ``cosine`` (from ``lr`` to ``lr * min_lr_ratio`` over the steps after the warm-up) or
+            ``step`` (``lr * gamma ** k`` after the k-th epoch of ``step_epochs``); see
+            :mod:`featherface.train.schedule`.
+        attention_lr_mult: learning-rate multiplier of the parameters under the model's ``attention.``
+            modules (the six attention sites); 2.0 in the founding configuration.
+        grad_clip: maximum global L2 norm of the gradients (0 = no clipping).
+
+    Loss (:class:`featherface.loss.MultiBoxLoss`):
+        neg_pos_ratio, match_iou, loc_weight, landm_weight.
+
+    ODConv temperature (:func:`featherface.nn.odconv.temperature_at`; ignored by models without ODConv):
+        temperature_start, temperature_end, temperature_epochs: T falls linearly from start to end over the
+            first ``temperature_epochs`` epochs, then stays at ``end``.
+        temperature_per: ``step`` updates T before every optimiser step with the fractional epoch
+            ``epoch + i / steps_per_epoch`` (as the official ODConv training script); ``epoch`` once per
+            epoch with the whole epoch number.
+
+    Run control:
+        seed: seeds the model initialisation, the shuffle order and the augmentation streams.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: mixed precision (``torch.autocast`` + ``GradScaler`` for float16) on CUDA; ignored with a log line
+            on CPU. ``amp_dtype``: ``float16`` or ``bfloat16`` (no loss scaling needed).
+        threads: ``torch.set_num_threads`` for CPU training (0 leaves PyTorch's default).
+        checkpoint_every: write ``last.pt`` every N epochs (and after the last one); a kill loses at most N
+            epochs.
+        log_every: log a progress line every N steps (0 = only per epoch).
+        probe_images: size of the fixed probe batch on which the ODConv attention entropies are measured at
+            every epoch end (0 = no entropy columns).
+    """
+
+    model: str = "featherface_odconv"
+    width: int = 0
+    bifpn_repeats: int = 0
+    init: Literal["imagenet", "fork_trunk", "none"] = "imagenet"
+    imagenet_weights: str = "data/weights/mobilenetV1X0.25_pretrain.tar"
+    fork_weights: str = "data/weights/featherface_eca_cbam_fork.pth"
+
+    train_dir: str = ""
+    image_size: int = 640
+    max_train_images: int = 0
+    min_face_px: float = 0.0
+    num_workers: int = 2
+
+    epochs: int = 350
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+    schedule: Literal["cosine", "step"] = "cosine"
+    min_lr_ratio: float = 0.0
+    step_epochs: tuple[int, ...] = (266, 308)
+    gamma: float = 0.1
+    attention_lr_mult: float = 2.0
+    grad_clip: float = 0.0
+
+    neg_pos_ratio: int = 7
+    match_iou: float = 0.35
+    loc_weight: float = 2.0
+    landm_weight: float = 1.0
+
+    temperature_start: float = 30.0
+    temperature_end: float = 1.0
+    temperature_epochs: int = 10
+    temperature_per: Literal["step", "epoch"] = "step"
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    threads: int = 0
+    checkpoint_every: int = 1
+    log_every: int = 50
+    probe_images: int = 8
+
+    def __post_init__(self) -> None:
+        _require(bool(self.model.strip()), "model", "name a registered model")
+        for key in ("width", "bifpn_repeats", "max_train_images", "num_workers", "threads", "probe_images",
+                    "log_every", "seed"):
+            _require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        _require(self.width % 4 == 0, "width", f"must be divisible by 4 (0 keeps the model's), got {self.width}")
+        for key in ("epochs", "batch_size", "image_size", "checkpoint_every", "neg_pos_ratio", "temperature_epochs"):
+            _require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        _require(self.image_size % 32 == 0, "image_size", f"must be a multiple of 32 (the P5 stride), got "
+                 f"{self.image_size}")
+        for key in ("lr", "weight_decay", "warmup_epochs", "min_face_px", "grad_clip", "attention_lr_mult",
+                    "momentum", "min_lr_ratio", "gamma", "loc_weight", "landm_weight"):
+            value = getattr(self, key)
+            _require(math.isfinite(value) and value >= 0, key, f"must be a finite number >= 0, got {value}")
+        _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        _require(self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        _require(0 < self.match_iou <= 1, "match_iou", f"must be in (0, 1], got {self.match_iou}")
+        for key in ("temperature_start", "temperature_end"):
+            value = getattr(self, key)
+            _require(math.isfinite(value) and value > 0, key, f"must be a finite number > 0, got {value}")
+        if self.schedule == "step":
+            steps = self.step_epochs
+            _require(len(steps) > 0, "step_epochs", "give at least one epoch for schedule: step")
+            _require(all(b > a for a, b in zip(steps, steps[1:])), "step_epochs",
+                     f"must be strictly increasing, got {list(steps)}")
+            _require(all(0 < s < self.epochs for s in steps), "step_epochs",
+                     f"every epoch must lie in [1, train.epochs - 1] = [1, {self.epochs - 1}], got {list(steps)}")
