@@ -13,7 +13,7 @@ import yaml
 from featherface.cli import build_parser, main
 from featherface.eval.prediction_files import write_prediction_folder
 
-VERBS = ("download", "verify", "validate", "predict", "score", "evaluate", "detect", "export", "info")
+VERBS = ("download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "info")
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
 
@@ -129,7 +129,7 @@ def test_evaluate_a_model_on_two_images(
 
 def test_evaluate_needs_predictions_or_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--gt", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "give either --predictions DIR, or --model/--weights with --images DIR" in capsys.readouterr().err
+    assert "give either --predictions DIR, or --model/--weights or --peer with --images DIR" in capsys.readouterr().err
 
 
 def test_validate_with_a_parameter_file(
