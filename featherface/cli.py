@@ -72,7 +72,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from featherface.config import resolve_path, to_dict
-    from featherface.data.verify import VerifyError, verify, write_report
+    from featherface.data.verify import verify, write_report
     from featherface.provenance import write_record
 
     params, root = _params(args)

@@ -693,33 +693,11 @@ class Trainer:
 
 
 def load_train_params(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Params, TrainConfig]:
-    """The validated parameter file and its ``train:`` section (defaults when the section is absent).
-
-    Works whether or not :class:`featherface.config.Params` has a ``train`` field.
-    """
+    """The validated parameter file and its ``train:`` section (defaults when the section is absent)."""
     from featherface.config import load_params
 
-    if any(f.name == "train" for f in dataclasses.fields(Params)):
-        params = load_params(path, overrides)
-        return params, params.train  # type: ignore[attr-defined]
-    import yaml
-
-    from featherface.config import apply_overrides
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"parameter file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    raw = apply_overrides(raw, overrides)
-    train_raw = raw.pop("train", None) or {}
-    if not isinstance(train_raw, Mapping):
-        raise ConfigError(f"train: expected a mapping, got {type(train_raw).__name__}")
-    return from_dict(Params, raw), from_dict(TrainConfig, train_raw, "train")
+    params = load_params(path, overrides)
+    return params, params.train
 
 
 def train_dir_of(params: Params, config: TrainConfig, base: str | Path) -> Path:
