@@ -65,6 +65,7 @@ from featherface.runtime import (
     _describe,
     _exp32,
     _fixed,
+    detect_each,
     detect_from_outputs,
     fit_and_pad,
     load_session,
@@ -157,13 +158,7 @@ class _ImageLoop:
     ) -> RuntimeDetections | list[RuntimeDetections]:
         """Detect faces in an image (path or array) or a list of them; see
         :meth:`featherface.runtime.OnnxFaceDetector.detect`."""
-        single = isinstance(images, (str, os.PathLike, np.ndarray))
-        batch = [images] if single else list(images)  # type: ignore[list-item]
-        results = []
-        for i, image in enumerate(batch):
-            array, scale = self.prepare(image, color, where=f"image {i}")
-            results.append(self.detect_array(array, scale))
-        return results[0] if single else results
+        return detect_each(self, images, color)
 
     __call__ = detect
 

@@ -554,6 +554,22 @@ def _prior_parameters(session: Any, where: str) -> PriorParameters:
 # -------------------------------------------------------------------------------------------------- detector
 
 
+def detect_each(
+    detector: Any, images: ImageInput | Sequence[ImageInput], color: ColorOrder = "bgr"
+) -> RuntimeDetections | list[RuntimeDetections]:
+    """Run ``detector.prepare`` + ``detector.detect_array`` on one image (path or array) or on each of a list.
+
+    Returns one :class:`RuntimeDetections` for a single image, a list of them for a list.
+    """
+    single = isinstance(images, (str, os.PathLike, np.ndarray))
+    batch = [images] if single else list(images)  # type: ignore[list-item]
+    results = []
+    for i, image in enumerate(batch):
+        array, scale = detector.prepare(image, color, where=f"image {i}")
+        results.append(detector.detect_array(array, scale))
+    return results[0] if single else results
+
+
 class OnnxFaceDetector:
     """A FeatherFace ONNX export run by onnxruntime: the torch-free twin of :class:`featherface.api.FaceDetector`.
 
@@ -675,12 +691,6 @@ class OnnxFaceDetector:
         Raises:
             FileNotFoundError, ImageError: an unreadable path or an unusable array (naming it).
         """
-        single = isinstance(images, (str, os.PathLike, np.ndarray))
-        batch = [images] if single else list(images)  # type: ignore[list-item]
-        results = []
-        for i, image in enumerate(batch):
-            array, scale = self.prepare(image, color, where=f"image {i}")
-            results.append(self.detect_array(array, scale))
-        return results[0] if single else results
+        return detect_each(self, images, color)
 
     __call__ = detect
