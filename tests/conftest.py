@@ -53,3 +53,9 @@ def weights_dir(shared_dir: Path) -> Path:
 def golden_dir(shared_dir: Path) -> Path:
     """`shared/golden` (ODConv vectors, V1 outputs, WIDER evaluation references)."""
     return _child(shared_dir, "golden")
+
+
+@pytest.fixture(scope="session")
+def v1_weights(weights_dir: Path) -> Path:
+    """`shared/weights/featherface_v1_fork.pth`, the fork's V1 checkpoint."""
+    return _child(weights_dir.parent, "weights/featherface_v1_fork.pth")

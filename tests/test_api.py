@@ -28,14 +28,6 @@ PARADE = "0--Parade/0_Parade_marchingband_1_465.jpg"
 
 
 @pytest.fixture(scope="module")
-def v1_weights(weights_dir: Path) -> Path:
-    path = weights_dir / "featherface_v1_fork.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
-@pytest.fixture(scope="module")
 def v1(v1_weights: Path) -> FaceDetector:
     """The V1 checkpoint with the WIDER evaluation protocol, on the CPU."""
     return FaceDetector.from_pretrained("featherface_v1", v1_weights, settings=WIDER_PROTOCOL, device="cpu")

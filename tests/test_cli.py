@@ -99,16 +99,22 @@ def test_evaluate_names_a_malformed_prediction_file(
     assert not (tmp_path / "eval" / "ap.json").exists()
 
 
+def _copy_two_val_images(widerface_dir: Path, tmp_path: Path) -> Path:
+    """Copy TWO_VAL_IMAGES into `<tmp>/images/0--Parade` and return that event folder."""
+    images = tmp_path / "images" / "0--Parade"
+    images.mkdir(parents=True)
+    for name in TWO_VAL_IMAGES:
+        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
+    return images
+
+
 def test_evaluate_a_model_on_two_images(
     weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights = weights_dir / "featherface_v1_fork.pth"
     if not weights.is_file():
         pytest.skip(f"{weights} is absent")
-    images = tmp_path / "images" / "0--Parade"
-    images.mkdir(parents=True)
-    for name in TWO_VAL_IMAGES:
-        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
+    images = _copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
         "evaluate", "--model", "featherface_v1", "--weights", str(weights), "--images", str(images.parent),
@@ -176,10 +182,7 @@ def test_evaluate_a_peer_on_two_images(
     yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
     if not yunet.is_file():
         pytest.skip(f"{yunet} is absent")
-    images = tmp_path / "images" / "0--Parade"
-    images.mkdir(parents=True)
-    for name in TWO_VAL_IMAGES:
-        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
+    images = _copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
         "evaluate", "--peer", "yunet", "--weights", str(yunet), "--images", str(images.parent),

@@ -252,14 +252,6 @@ def test_unreadable_and_missing_onnx(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def v1_weights(weights_dir: Path) -> Path:
-    path = weights_dir / "featherface_v1_fork.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
-@pytest.fixture(scope="module")
 def v1_torch(v1_weights: Path) -> FaceDetector:
     return FaceDetector.from_pretrained("featherface_v1", v1_weights, settings=WIDER_PROTOCOL, device="cpu")
 
