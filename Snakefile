@@ -12,6 +12,11 @@ PARAMS_FILE = os.environ.get("FEATHERFACE_PARAMS", "params.yaml")
 configfile: PARAMS_FILE
 
 
+# The validated parameters with every default filled in (a section the file leaves out gets its defaults).
+from featherface.config import load_params, to_dict
+
+config.update(to_dict(load_params(PARAMS_FILE)))
+
 DATA = config["data"]["root"]
 
 
@@ -30,6 +35,7 @@ def produced_or_file(path):
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/study.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
 """`FaceDetector`: run a FeatherFace model on pictures and get boxes, scores and 5 landmarks in original pixels.
 
+    >>> detector = FaceDetector.builtin()          # the weights shipped with the package
     >>> detector = FaceDetector.from_pretrained("featherface_v1", "featherface_v1_fork.pth")
     >>> dets = detector("group.jpg")                 # one image -> Detections
     >>> dets.boxes, dets.scores, dets.landmarks      # (N, 4) xyxy px, (N,), (N, 5, 2) px
@@ -111,6 +112,23 @@ class FaceDetector:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.eval().to(self.device)
         self._priors: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def builtin(
+        cls,
+        *,
+        settings: DetectorSettings | None = None,
+        device: str | torch.device | None = None,
+        **overrides: Any,
+    ) -> FaceDetector:
+        """The detector with the built-in weights (``featherface/weights/``; see its ``MODEL_CARD.md``).
+
+        >>> detector = FaceDetector.builtin()
+        >>> dets = detector("group.jpg")
+        """
+        from featherface.weights import builtin_weights
+
+        return cls.from_pretrained(None, builtin_weights(), settings=settings, device=device, **overrides)
 
     @classmethod
     def from_pretrained(

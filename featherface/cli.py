@@ -281,10 +281,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    detector = FaceDetector.from_pretrained(
-        args.model, args.weights, device=args.device, score_threshold=args.threshold, nms_iou=args.nms_iou,
-        long_side=args.long_side,
-    )
+    options = dict(device=args.device, score_threshold=args.threshold, nms_iou=args.nms_iou, long_side=args.long_side)
+    if args.weights:
+        detector = FaceDetector.from_pretrained(args.model, args.weights, **options)
+    elif args.model:
+        raise ValueError("--model needs --weights (the built-in weights record their own model)")
+    else:
+        detector = FaceDetector.builtin(**options)
     out_dir = Path(args.out)
     progress = TqdmProgress(not args.quiet)
     try:
@@ -337,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress(not args.quiet)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
     except NonFiniteLossError as err:
         print(f"featherface train: stopped: {err}", file=sys.stderr)
         return 1
@@ -382,6 +385,19 @@ def _add_params_options(parser: argparse.ArgumentParser) -> None:
         help="override one parameter (validated like the file); repeatable",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_study_table(args: argparse.Namespace) -> int:
+    from featherface.study import collect_study, write_study_table
+
+    params, root = _params(args)
+    out_dir = Path(args.out) if args.out else root / "results" / "study"
+    if not params.study.runs:
+        raise ValueError(f"{args.params}: study.runs is empty (list MODEL:INIT pairs, see params-study.yaml)")
+    rows = collect_study(params, out_dir, params_file=args.params)
+    path = write_study_table(rows, out_dir)
+    print(path.read_text(), end="")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_params_options(p)
     p.add_argument("--out", help="output folder (default: results/train)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
+                   help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
+                   "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(
@@ -517,7 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="PATH",
                    help="image files, folders or videos (.mp4 .avi .mov .mkv .webm .m4v)")
-    p.add_argument("--weights", required=True, help="checkpoint of ours, or a FeatherFace fork state dict")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint of ours, or a FeatherFace fork state dict (default: the built-in weights, "
+                   "featherface/weights/MODEL_CARD.md)")
     p.add_argument("--model", default=None,
                    help="registered model name (default: the architecture recorded in our checkpoint; required for "
                         "fork state dicts, e.g. featherface_v1)")
@@ -598,6 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=(640, 640), metavar=("H", "W"), help="input size (640 640)")
     p.add_argument("--depth", type=int, default=2, help="module-path depth of the tables (default 2)")
     p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser(
+        "study-table",
+        help="the table of the study runs (AP, params, epochs, wall time, hardware) from their stage outputs",
+        description="Collect results/study/<model>-<init>/ (final.pt, metrics.csv, provenance.json, score/ap.json) "
+        "for every run of study.runs and write table.md and table.json beside them.",
+    )
+    p.add_argument("--out", help="the study folder (default: results/study)")
+    p.set_defaults(func=cmd_study_table)
     return parser
 
 

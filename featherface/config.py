@@ -19,11 +19,8 @@ from typing import Any, Literal, Mapping
 import yaml
 
 
-class ConfigError(ValueError):
-    """A parameter file or override that does not match the schema."""
-
-
-from featherface.train.config import TrainConfig  # noqa: E402  (it imports ConfigError from here)
+from featherface.errors import ConfigError
+from featherface.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -140,6 +137,43 @@ class ScoreConfig:
         _require(0.0 < self.iou_threshold <= 1.0, "score.iou_threshold", "must be in (0, 1]")
 
 
+#: Initialisations a study run may name (``train.init``).
+STUDY_INITS: tuple[str, ...] = ("imagenet", "fork_trunk", "none")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A set of training runs that share the ``train:`` recipe (``workflow/rules/study.smk``).
+
+    Attributes:
+        runs: ``model:init`` pairs, e.g. ``featherface_odconv:imagenet``; each is trained with the ``train:``
+            section, ``train.model`` and ``train.init`` replaced, into ``results/study/<model>-<init>/``, then
+            predicted and scored on the val images with the ``predict:`` / ``score:`` protocol.
+        fine_tune_epochs: epochs of the ``fork_trunk`` runs (warm starts from a trained trunk); 0 trains them
+            for ``train.epochs`` like the others.
+    """
+
+    runs: tuple[str, ...] = ()
+    fine_tune_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        for run in self.runs:
+            model, sep, init = run.partition(":")
+            _require(bool(sep) and bool(model), "study.runs", f"{run!r} must be MODEL:INIT")
+            _require(init in STUDY_INITS, "study.runs", f"{run!r}: INIT must be one of {', '.join(STUDY_INITS)}")
+        _require(len(set(self.runs)) == len(self.runs), "study.runs", "a run is listed twice")
+        _require(self.fine_tune_epochs >= 0, "study.fine_tune_epochs", "must be >= 0 (0: train.epochs)")
+
+    def epochs_override(self, init: str) -> int:
+        """The ``train.epochs`` of a run with this ``init`` (0: keep the train section's)."""
+        return self.fine_tune_epochs if init == "fork_trunk" else 0
+
+    def run_names(self) -> dict[str, tuple[str, str]]:
+        """``{"<model>-<init>": (model, init)}`` in the order of ``runs`` (the run's folder name)."""
+        pairs = [run.split(":", 1) for run in self.runs]
+        return {f"{model}-{init}": (model, init) for model, init in pairs}
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole parameter file."""
@@ -150,6 +184,7 @@ class Params:
     predict: PredictConfig = field(default_factory=PredictConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 def _require(condition: bool, key: str, message: str) -> None:

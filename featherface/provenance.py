@@ -62,6 +62,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def hardware_description(device: str = "cpu") -> str:
+    """A one-line description of where a stage ran, e.g. ``"cpu: Intel Xeon ..., 2 cores"`` or
+    ``"cuda: NVIDIA H100 80GB HBM3 x 1"``."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {name}, {cores} cores"
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Atomically write `data` as indented JSON."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -104,3 +104,24 @@ def test_resolve_path(tmp_path: Path) -> None:
     assert resolve_path("data", tmp_path) == tmp_path / "data"
     assert resolve_path("/abs/x", tmp_path) == Path("/abs/x")
     assert DataConfig().root == "data"
+
+
+def test_study_runs_are_validated(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, "study:\n  runs: [featherface_none:imagenet, featherface_cbam:fork_trunk]\n"
+                                         "  fine_tune_epochs: 3\n"))
+    assert params.study.run_names() == {
+        "featherface_none-imagenet": ("featherface_none", "imagenet"),
+        "featherface_cbam-fork_trunk": ("featherface_cbam", "fork_trunk"),
+    }
+    assert params.study.epochs_override("fork_trunk") == 3
+    assert params.study.epochs_override("imagenet") == 0
+    for bad, message in (("[featherface_none]", "MODEL:INIT"), ("[featherface_none:scratch]", "INIT must be one of"),
+                         ("[a:none, a:none]", "listed twice")):
+        with pytest.raises(ConfigError, match=message):
+            load_params(write(tmp_path, f"study:\n  runs: {bad}\n"))
+
+
+def test_study_params_file_loads() -> None:
+    params = load_params(PROJECT_ROOT / "params-study.yaml")
+    assert len(params.study.runs) == 6
+    assert {init for _, init in params.study.run_names().values()} == {"imagenet", "fork_trunk"}

@@ -14,6 +14,7 @@ import torch
 from onnx import TensorProto, helper
 
 from featherface import runtime as rt
+from tests.detection_asserts import assert_same_detections_up_to_ties
 from featherface.api import WIDER_PROTOCOL, FaceDetector
 from featherface.api import to_wider_rows as torch_wider_rows
 from featherface.ops.box_coding import decode_boxes, decode_landmarks
@@ -275,20 +276,8 @@ def val_images(widerface_dir: Path) -> Path:
 
 
 def assert_same_detections(ours: rt.RuntimeDetections, ref: Detections, px_tol: float = PX_TOL) -> None:
-    """Same detections in the same order, boxes and landmarks within ``px_tol``; the only order difference allowed
-    is between detections whose scores are within SCORE_TOL of each other (their order follows float noise)."""
-    boxes, scores, points = ref.boxes.numpy(), ref.scores.numpy(), ref.landmarks.numpy()
-    assert len(ours) == len(ref)
-    np.testing.assert_allclose(ours.scores, scores, rtol=0, atol=SCORE_TOL)
-    for i in range(len(ref)):
-        if np.abs(ours.boxes[i] - boxes[i]).max() <= px_tol:
-            j = i
-        else:  # a near-tie swap: find it among the detections with (almost) the same score
-            near = np.flatnonzero(np.abs(scores - scores[i]) <= SCORE_TOL)
-            j = next((k for k in near if np.abs(ours.boxes[k] - boxes[i]).max() <= px_tol), None)
-            assert j is not None, f"torch detection {i} {boxes[i]} score {scores[i]} has no runtime twin"
-        np.testing.assert_allclose(ours.boxes[j], boxes[i], rtol=0, atol=px_tol)
-        np.testing.assert_allclose(ours.landmarks[j], points[i], rtol=0, atol=px_tol)
+    assert_same_detections_up_to_ties((ours.boxes, ours.scores, ours.landmarks), (ref.boxes, ref.scores, ref.landmarks),
+                                      px_tol=px_tol, score_tol=SCORE_TOL)
 
 
 @pytest.mark.parametrize("name", [MEETING, PARADE])

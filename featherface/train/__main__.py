@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one parameter, e.g. train.epochs=3 (validated like the file); repeatable")
     parser.add_argument("--out", help="output folder (default: results/train beside the parameter file)")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt when it exists")
+    parser.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
+                   help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
+                   "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     progress = TqdmProgress(enabled=not args.quiet and env.is_main)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
     except (ConfigError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1

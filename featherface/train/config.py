@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from featherface.config import ConfigError
+from featherface.errors import ConfigError
 
 __all__ = ["TrainConfig", "RESUME_TOLERATED_KEYS"]
 

@@ -62,6 +62,7 @@ from featherface.train.schedule import LRSchedule, TemperatureSchedule
 
 __all__ = [
     "NonFiniteLossError",
+    "ResumeMismatchError",
     "Progress",
     "StepInfo",
     "Trainer",
@@ -72,6 +73,7 @@ __all__ = [
     "param_groups",
     "run_training",
     "select_device",
+    "set_aside_stale_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,10 @@ Progress = Callable[[int, "int | None", str], None]
 LAST = "last.pt"
 FINAL = "final.pt"
 METRICS = "metrics.csv"
+
+
+class ResumeMismatchError(ConfigError):
+    """``last.pt`` was written by a run with other settings, so it cannot be continued exactly."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -670,7 +676,7 @@ class Trainer:
         fatal = [k for k in differ if k not in RESUME_TOLERATED_KEYS]
         if fatal:
             listing = ", ".join(f"train.{k}: {before[k]!r} -> {current[k]!r}" for k in fatal)
-            raise ConfigError(
+            raise ResumeMismatchError(
                 f"cannot resume from {self.last_path}: it was written with different settings ({listing}). "
                 "Restore them, or start afresh without --resume (or delete the file)."
             )
@@ -679,11 +685,11 @@ class Trainer:
         seed = getattr(self.dataset, "seed", None)
         saved_seed = (ckpt.get("data") or {}).get("augment_seed")
         if seed is not None and saved_seed is not None and seed != saved_seed:
-            raise ConfigError(f"cannot resume from {self.last_path}: the dataset's augmentation seed is {seed}, "
-                              f"the checkpoint's {saved_seed}")
+            raise ResumeMismatchError(f"cannot resume from {self.last_path}: the dataset's augmentation seed is "
+                                      f"{seed}, the checkpoint's {saved_seed}")
         if int(ckpt["epoch"]) > self.config.epochs:
-            raise ConfigError(f"cannot resume from {self.last_path}: it has {ckpt['epoch']} epochs done, more than "
-                              f"train.epochs = {self.config.epochs}")
+            raise ResumeMismatchError(f"cannot resume from {self.last_path}: it has {ckpt['epoch']} epochs done, "
+                                      f"more than train.epochs = {self.config.epochs}")
         return ckpt
 
 
@@ -707,11 +713,29 @@ def train_dir_of(params: Params, config: TrainConfig, base: str | Path) -> Path:
     return resolve_path(params.data.root, base) / "widerface" / "train"
 
 
+def set_aside_stale_run(out_dir: str | Path) -> list[Path]:
+    """Rename ``last.pt`` and ``metrics.csv`` of ``out_dir`` to ``last.stale-<UTC time>.pt`` / ``metrics.stale-<UTC
+    time>.csv`` (nothing is deleted); returns the new paths."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for name in ("last.pt", "metrics.csv"):
+        path = Path(out_dir) / name
+        if path.is_file():
+            target = path.with_name(f"{path.stem}.stale-{stamp}{path.suffix}")
+            copy = 1
+            while target.exists():  # never overwrite an earlier stale file
+                copy += 1
+                target = path.with_name(f"{path.stem}.stale-{stamp}-{copy}{path.suffix}")
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
 def run_training(
     params_path: str | Path = "params.yaml",
     overrides: Sequence[str] = (),
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: Progress | None = None,
 ) -> Path:
     """Train as ``params.yaml``'s ``train:`` section says; what ``featherface train`` and
@@ -721,7 +745,10 @@ def run_training(
         params_path: the parameter file (relative paths inside it are resolved against its folder).
         overrides: ``section.key=value`` strings.
         out_dir: default ``<params folder>/results/train``.
-        resume: continue from ``<out_dir>/last.pt`` when it exists.
+        resume: ``True`` (or ``"strict"``) continues from ``<out_dir>/last.pt`` when it exists and refuses one
+            written with other settings (:class:`ResumeMismatchError`); ``"auto"`` continues a compatible one and
+            otherwise sets it aside (:func:`set_aside_stale_run`) and starts afresh (what the pipeline's train
+            stage does); ``False`` starts afresh.
         progress: ``progress(done, total, what)`` (rank 0 only).
 
     Returns:
@@ -738,9 +765,20 @@ def run_training(
         train_dir = train_dir_of(params, config, base)
         dataset = build_dataset(config, train_dir)
         trainer = Trainer(config, out, dataset, weights_base=base, env=env, device=device, progress=progress)
-        final = trainer.fit(resume=resume)
+        if resume == "auto":
+            try:
+                final = trainer.fit(resume=True)
+            except ResumeMismatchError as err:
+                if env.is_main:
+                    moved = set_aside_stale_run(out)
+                    log.warning("%s; starting afresh (the old files are kept as %s)", err,
+                                ", ".join(str(p) for p in moved))
+                distributed.barrier(env)
+                final = trainer.fit(resume=False)
+        else:
+            final = trainer.fit(resume=bool(resume))
         if env.is_main:
-            from featherface.provenance import write_record
+            from featherface.provenance import hardware_description, write_record
 
             inputs = [train_dir / "label.txt"]
             manifest = resolve_path(params.data.root, base) / "manifest.json"
@@ -752,6 +790,7 @@ def run_training(
                 inputs.append(resolve_path(config.fork_weights, base))
             write_record(out, "train", {"train": to_dict(config), "data": to_dict(params.data)}, inputs=inputs,
                          extra={"world_size": env.world_size, "device": str(device),
+                                "hardware": hardware_description(str(device)),
                                 "images": len(dataset)})  # type: ignore[arg-type]
         return final
     finally:

@@ -16,7 +16,7 @@ import yaml
 
 from featherface.config import ConfigError
 from featherface.models.checkpoints import build_model_from_checkpoint, load_checkpoint
-from featherface.train.trainer import load_train_params, run_training
+from featherface.train.trainer import ResumeMismatchError, load_train_params, run_training
 from tests.train import restore_threads  # noqa: F401 (autouse fixture)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -134,3 +134,27 @@ def test_torchrun_two_processes(project):
     rows = (project / "ddp" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[10] == "4"  # 4 images: 2 steps x batch 1 x 2 ranks
     assert build_model_from_checkpoint(project / "ddp" / "final.pt").config.width == 16
+
+
+def test_resume_auto_continues_a_compatible_run_and_sets_aside_an_incompatible_one(project):
+    out = project / "results" / "train"
+    run_training(project / "params.yaml", ["train.epochs=1"], None, False)
+    assert record_epochs(out) == ["1"]
+    # Same settings, more epochs (a tolerated change): continues from epoch 1.
+    run_training(project / "params.yaml", ["train.epochs=2"], None, "auto")
+    assert record_epochs(out) == ["1", "2"]
+    # Strict resume refuses another learning rate and leaves the files alone.
+    with pytest.raises(ResumeMismatchError, match=r"train\.lr"):
+        run_training(project / "params.yaml", ["train.epochs=2", "train.lr=0.01"], None, "strict")
+    assert record_epochs(out) == ["1", "2"] and not list(out.glob("*.stale-*"))
+    # auto keeps the old state aside and starts afresh.
+    run_training(project / "params.yaml", ["train.epochs=1", "train.lr=0.01"], None, "auto")
+    assert record_epochs(out) == ["1"]
+    stale = sorted(p.name for p in out.glob("*.stale-*"))
+    assert len(stale) == 2 and stale[0].startswith("last.stale-") and stale[1].startswith("metrics.stale-")
+    old_metrics = next(out.glob("metrics.stale-*.csv")).read_text().splitlines()
+    assert [row.split(",")[0] for row in old_metrics[1:]] == ["1", "2"]
+
+
+def record_epochs(out: Path) -> list[str]:
+    return [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]

@@ -1,6 +1,8 @@
-# Training stage: one model with the recipe of params.yaml (train section). After an interruption, continue
-# by hand with `featherface train --resume` (last.pt is written every epoch and is not a declared output, so
-# Snakemake never deletes it).
+# Training stage: one model with the recipe of params.yaml (train section). `--resume auto`: after an
+# interruption, running the pipeline again continues from last.pt (written every epoch); after a change of the
+# train section, the old last.pt and metrics.csv are kept aside as *.stale-<time>.* and training starts afresh.
+# last.pt and metrics.csv are not declared outputs, so Snakemake never deletes them before a rerun (the metrics of
+# the epochs before an interruption stay); final.pt marks the stage as done.
 
 TRAIN_CODE = py_files(
     "featherface/train", "featherface/nn", "featherface/models", "featherface/data", "featherface/ops"
@@ -14,9 +16,8 @@ rule train:
         weights=f"{DATA}/weights",
     output:
         final="results/train/final.pt",
-        metrics="results/train/metrics.csv",
         provenance="results/train/provenance.json",
     params:
         train=config["train"],
     shell:
-        "featherface train --params {PARAMS_FILE} --quiet"
+        "featherface train --params {PARAMS_FILE} --resume auto --quiet"
