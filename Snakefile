@@ -36,6 +36,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/deploy.smk"
 
 
 rule all:
@@ -44,3 +45,6 @@ rule all:
         "results/validate/report.json",
         "results/score/ap.json",
         "results/train/final.pt",
+        "results/export/summary.json",
+        "results/benchmark/latency.json",
+        "results/report",

@@ -387,6 +387,18 @@ def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from featherface.config import resolve_path
+    from featherface.report import write_report
+
+    params, root = _params(args)
+    results = Path(args.results) if args.results else root / "results"
+    out_dir = Path(args.out) if args.out else results / "report"
+    path = write_report(results, out_dir, data_dir=resolve_path(params.data.root, root))
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_study_table(args: argparse.Namespace) -> int:
     from featherface.study import collect_study, write_study_table
 
@@ -620,11 +632,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = verbs.add_parser(
+        "report",
+        help="one Markdown report of every stage (tables, plots, the provenance of each number)",
+        description=(
+            "Collect the stage outputs under results/ (verify, validate, train, predict, score, export, benchmark) "
+            "and the download record under <data.root>, and write results/report/report.md with PNG plots beside it: "
+            "data verification, parameter budget, training curves and attention entropies, Easy / Medium / Hard AP "
+            "and PR curves, export parity, latency, each with the stage, parameters, git commit and input checksums "
+            "that produced it. A stage that has not run gets a section saying so; a malformed file is an error "
+            "naming it."
+        ),
+    )
+    _add_params_options(p)
+    p.add_argument("--results", help="folder of the stage outputs (default: results beside the parameter file)")
+    p.add_argument("--out", help="output folder (default: <results>/report)")
+    p.set_defaults(func=cmd_report)
+
+    p = verbs.add_parser(
         "study-table",
         help="the table of the study runs (AP, params, epochs, wall time, hardware) from their stage outputs",
         description="Collect results/study/<model>-<init>/ (final.pt, metrics.csv, provenance.json, score/ap.json) "
         "for every run of study.runs and write table.md and table.json beside them.",
     )
+    _add_params_options(p)
     p.add_argument("--out", help="the study folder (default: results/study)")
     p.set_defaults(func=cmd_study_table)
     return parser

@@ -101,7 +101,7 @@ def test_snakemake_and_dvc_define_the_same_stages(project: Path) -> None:
         assert snake_outputs[stage] == set(outs), f"stage {stage}: outputs differ"
 
 
-ALL_STAGES = {"download", "verify", "validate", "predict", "score", "train"}
+ALL_STAGES = {"download", "verify", "validate", "predict", "score", "train", "export", "benchmark", "report"}
 
 
 def _check_results(project: Path, val_images: int) -> None:
@@ -123,19 +123,20 @@ def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert "Nothing to be done" in again
 
     _set_param(project, "verify", "decode_images", False)
-    assert _snakemake_ran(_snakemake(project)) == {"verify"}
+    assert _snakemake_ran(_snakemake(project)) == {"verify", "report"}
 
     _set_param(project, "validate", "input_sizes", [[64, 64]])
-    assert _snakemake_ran(_snakemake(project)) == {"validate"}
+    assert _snakemake_ran(_snakemake(project)) == {"validate", "report"}
 
     _set_param(project, "score", "iou_threshold", 0.6)
-    assert _snakemake_ran(_snakemake(project)) == {"score"}
+    assert _snakemake_ran(_snakemake(project)) == {"score", "report"}
 
     _set_param(project, "train", "lr", 2e-3)
-    assert _snakemake_ran(_snakemake(project)) == {"train"}
+    assert _snakemake_ran(_snakemake(project)) == {"train", "report"}
 
     _set_param(project, "data", "val_images", 3)
-    assert _snakemake_ran(_snakemake(project)) == {"download", "verify", "predict", "score", "train"}
+    assert _snakemake_ran(_snakemake(project)) == {
+        "download", "verify", "predict", "score", "train", "export", "benchmark", "report"}
     _check_results(project, 3)
 
 
@@ -147,16 +148,16 @@ def test_dvc_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert _dvc_ran(_run(dvc, project)) == set(), "a second run must do nothing"
 
     _set_param(project, "verify", "decode_images", False)
-    assert _dvc_ran(_run(dvc, project)) == {"verify"}
+    assert _dvc_ran(_run(dvc, project)) == {"verify", "report"}
 
     _set_param(project, "validate", "input_sizes", [[64, 64]])
-    assert _dvc_ran(_run(dvc, project)) == {"validate"}
+    assert _dvc_ran(_run(dvc, project)) == {"validate", "report"}
 
     _set_param(project, "train", "lr", 2e-3)
-    assert _dvc_ran(_run(dvc, project)) == {"train"}
+    assert _dvc_ran(_run(dvc, project)) == {"train", "report"}
 
     _set_param(project, "data", "val_images", 3)
-    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score", "train"}
+    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score", "train", "report"}
     _check_results(project, 3)
     provenance = yaml.safe_load((project / "results" / "verify" / "provenance.json").read_text())
     assert provenance["params"]["data"]["val_images"] == 3
