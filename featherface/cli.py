@@ -331,6 +331,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = export_pretrained(args.model, args.weights, output, format=fmt, **options)
     if args.summary:
         write_json(args.summary, summary)
+    if args.provenance:
+        from featherface.provenance import sha256_file, write_record
+
+        settings = {"model": args.model, "weights": str(args.weights), "format": fmt or output.suffix.lstrip("."),
+                    **options}
+        write_record(output.parent, "export", {"export": settings}, inputs=[args.weights],
+                     extra={"outputs_sha256": {str(output): sha256_file(output)}})
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -368,10 +375,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
         smoke=args.smoke,
     )
+    if args.provenance and not args.json:
+        raise ValueError("--provenance writes provenance.json beside the --json file: give --json")
     result = run_benchmark(config)
     table = format_markdown(result)
     if args.json:
         write_json(args.json, result.to_dict())
+    if args.provenance:
+        from featherface.provenance import write_record
+
+        write_record(Path(args.json).parent, "benchmark", {"benchmark": result.to_dict()["config"]},
+                     inputs=sorted(set(weights.values())), extra={"environment": result.environment})
     if args.markdown:
         atomic_write_text(args.markdown, table)
     print(table)
@@ -591,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
     p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
     p.add_argument("--summary", help="also write the JSON summary to this file")
+    p.add_argument("--provenance", action="store_true",
+                   help="also write provenance.json beside the output (settings, git commit, sha256 of the weights "
+                   "and of the written file)")
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser(
@@ -619,6 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny counts at 160x160 (seconds; for tests)")
     p.add_argument("--json", help="write the full result as JSON")
     p.add_argument("--markdown", help="write the tables as Markdown")
+    p.add_argument("--provenance", action="store_true",
+                   help="also write provenance.json beside the --json file (settings, git commit, sha256 of weights)")
     p.set_defaults(func=cmd_benchmark)
 
     p = verbs.add_parser(

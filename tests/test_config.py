@@ -123,5 +123,5 @@ def test_study_runs_are_validated(tmp_path: Path) -> None:
 
 def test_study_params_file_loads() -> None:
     params = load_params(PROJECT_ROOT / "params-study.yaml")
-    assert len(params.study.runs) == 6
+    assert len(params.study.runs) == 8
     assert {init for _, init in params.study.run_names().values()} == {"imagenet", "fork_trunk"}

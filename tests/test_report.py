@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from featherface.report import (
     PARITY_TOLERANCE,
@@ -18,12 +17,11 @@ from featherface.report import (
     ReportError,
     load_results,
     load_stage,
-    main,
     read_metrics_csv,
-    record_stage,
     render_markdown,
     write_report,
 )
+from featherface.report.__main__ import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -309,41 +307,15 @@ def test_parity_tolerance_is_the_export_check_tolerance() -> None:
     assert PARITY_TOLERANCE == CHECK_ATOL
 
 
-def test_record_stage_writes_params_and_checksums(tmp_path: Path) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"predict": {"model": "featherface_cbam", "weights": "w.pth"}}))
-    weights = tmp_path / "w.pth"
-    weights.write_bytes(b"weights")
-    onnx = tmp_path / "out" / "m.onnx"
-    onnx.parent.mkdir()
-    onnx.write_bytes(b"onnx")
-    path = record_stage(tmp_path / "out", "export", params_file=params, sections=["predict.model", "predict.weights"],
-                        values={"export": {"opset": 19}}, inputs=[weights], outputs=[onnx])
-    record = json.loads(path.read_text())
-    assert record["stage"] == "export"
-    assert record["params"] == {"predict": {"model": "featherface_cbam", "weights": "w.pth"}, "export": {"opset": 19}}
-    assert record["inputs_sha256"] == {str(weights): hashlib.sha256(b"weights").hexdigest()}
-    assert record["outputs_sha256"] == {str(onnx): hashlib.sha256(b"onnx").hexdigest()}
-    with pytest.raises(ValueError, match="has no section 'exprt'"):
-        record_stage(tmp_path / "out", "export", params_file=params, sections=["exprt"])
-    with pytest.raises(ValueError, match="section 'predict' has no key 'modle'"):
-        record_stage(tmp_path / "out", "export", params_file=params, sections=["predict.modle"])
-    with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        record_stage(tmp_path / "out", "export", outputs=[tmp_path / "missing.onnx"])
-
-
-def test_main_record_and_report(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = results / "export"
-    weights = results.parent / "w.pth"
-    weights.write_bytes(b"w")
-    argv = ["record", "export", "--dir", str(folder), "--value", 'export={"opset": 19, "dynamic": true}',
-            "--input", str(weights)]
-    assert main(argv) == 0
-    record = json.loads((folder / "provenance.json").read_text())
-    assert record["params"] == {"export": {"opset": 19, "dynamic": True}}
-    assert main(["record", "export", "--dir", str(folder), "--value", "export={bad"]) == 2
-    assert "--value export: not valid JSON" in capsys.readouterr().err
-    assert main(["--results", str(results), "--out", str(results / "report")]) == 0
-    assert (results / "report" / "report.md").is_file()
-    text = (results / "report" / "report.md").read_text()
-    assert "stage `export`, created" in _section(text, 5) and "export: {opset: 19, dynamic: true}" in text
+def test_main_writes_the_report_and_has_no_record_form(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = results / "report"
+    assert main(["--results", str(results), "--out", str(out), "--data", str(results.parent / "data")]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.md'}"
+    text = (out / "report.md").read_text()
+    assert "stage `export`, created" in _section(text, 5) and "export: {opset: 19}" in _section(text, 5)
+    assert "*Provenance of `download`*" in _section(text, 1)  # --data given: the download record is read
+    assert main(["--results", str(results.parent / "nowhere")]) == 2
+    assert "featherface report: error: results folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # the provenance-writing 'record' form was removed
+        main(["record", "export", "--dir", str(results / "export")])
+    assert exit_info.value.code == 2

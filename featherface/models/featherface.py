@@ -76,6 +76,9 @@ class FeatherFaceConfig:
             (stored in canonical order). Ignored when ``attention == "none"``.
         attention_kwargs: keyword arguments of the attention block, given as a dict or as
             (name, value) pairs; stored as sorted pairs. Read them with :attr:`attention_options`.
+        attention_site_kwargs: per-site keyword arguments that replace those of ``attention_kwargs`` at that site,
+            ``{site: {name: value}}`` (e.g. ``{"p3": {"kernel_num": 4}}``); stored as sorted pairs. Read them with
+            :meth:`options_at`.
     """
 
     width: int = 52
@@ -83,6 +86,7 @@ class FeatherFaceConfig:
     attention: str = "none"
     attention_sites: tuple[str, ...] = ATTENTION_SITES
     attention_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+    attention_site_kwargs: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0 or self.width % 4:
@@ -123,11 +127,28 @@ class FeatherFaceConfig:
         if any(not isinstance(k, str) for k in names) or len(set(names)) != len(names):
             raise ValueError(f"FeatherFaceConfig.attention_kwargs: names must be distinct strings, got {names}")
         object.__setattr__(self, "attention_kwargs", tuple((k, _freeze(v)) for k, v in sorted(pairs)))
+        per_site = self.attention_site_kwargs
+        per_site = dict(per_site) if not isinstance(per_site, Mapping) else per_site
+        for site, site_kwargs in per_site.items():
+            if site not in self.attention_sites:
+                raise ValueError(
+                    f"FeatherFaceConfig.attention_site_kwargs: {site!r} is not one of the attention sites "
+                    f"{list(self.attention_sites)}"
+                )
+            site_pairs = dict(site_kwargs)
+            if any(not isinstance(k, str) for k in site_pairs):
+                raise ValueError(f"FeatherFaceConfig.attention_site_kwargs[{site!r}]: names must be strings")
+        object.__setattr__(self, "attention_site_kwargs", _freeze({s: dict(v) for s, v in per_site.items()}))
 
     @property
     def attention_options(self) -> dict[str, Any]:
         """``attention_kwargs`` as a dict."""
         return dict(self.attention_kwargs)
+
+    def options_at(self, site: str) -> dict[str, Any]:
+        """The attention block's keyword arguments at ``site``: ``attention_kwargs`` updated with the site's own."""
+        per_site = {s: dict(v) for s, v in self.attention_site_kwargs}
+        return {**self.attention_options, **per_site.get(site, {})}
 
     @property
     def active_sites(self) -> tuple[str, ...]:
@@ -142,6 +163,8 @@ class FeatherFaceConfig:
             "attention": self.attention,
             "attention_sites": list(self.attention_sites),
             "attention_kwargs": {k: _thaw(v) for k, v in self.attention_kwargs},
+            **({"attention_site_kwargs": {s: {k: _thaw(v) for k, v in kw} for s, kw in self.attention_site_kwargs}}
+               if self.attention_site_kwargs else {}),
         }
 
     @classmethod
@@ -233,10 +256,9 @@ class FeatherFace(nn.Module):
         c = config.width
         self.backbone = MobileNetV1Backbone()
         site_channels = dict(zip(ATTENTION_SITES, (*BACKBONE_CHANNELS, c, c, c)))
-        options = config.attention_options
         self.attention = nn.ModuleDict(
             {
-                site: build_attention(config.attention, site_channels[site], **options)
+                site: build_attention(config.attention, site_channels[site], **config.options_at(site))
                 if site in config.active_sites
                 else nn.Identity()
                 for site in ATTENTION_SITES

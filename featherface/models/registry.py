@@ -7,6 +7,8 @@ name                        architecture                                        
 ``featherface_cbam``        CBAM (r = 16) at the six sites, C = 52, R = 3 (the paper's)  488,664
 ``featherface_odconv``      ODConv attention at ``RECOMMENDED_SITES`` with               < 490,000
                             ``RECOMMENDED_KWARGS`` (:mod:`featherface.nn.odconv_attention`)
+``featherface_odconv4``     ODConv attention at c3, c4 (1 kernel) and p3, p4, p5 (4 kernels:  486,884
+                            kernel attention), no c5 block (docs/odconv_design.md)
 ``featherface_v1``          trunk only, C = 56, R = 2 (the fork's "V1" checkpoint)      489,015
 ==========================  ==========================================================  ===========
 
@@ -47,6 +49,19 @@ def _odconv() -> FeatherFaceConfig:
     )
 
 
+def _odconv4() -> FeatherFaceConfig:
+    from featherface.nn.odconv_attention import RECOMMENDED_KWARGS
+
+    return FeatherFaceConfig(
+        width=52,
+        bifpn_repeats=3,
+        attention="odconv",
+        attention_sites=("c3", "c4", "p3", "p4", "p5"),
+        attention_kwargs=dict(RECOMMENDED_KWARGS),
+        attention_site_kwargs={site: {"kernel_num": 4} for site in ("p3", "p4", "p5")},
+    )
+
+
 def _v1() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none")
 
@@ -55,6 +70,7 @@ _MODELS: dict[str, Callable[[], FeatherFaceConfig]] = {
     "featherface_none": _none,
     "featherface_cbam": _cbam,
     "featherface_odconv": _odconv,
+    "featherface_odconv4": _odconv4,
     "featherface_v1": _v1,
 }
 

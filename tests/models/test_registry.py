@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from featherface.models.featherface import FeatherFace
@@ -21,7 +19,9 @@ def test_list_models() -> None:
 
 
 @pytest.mark.parametrize(
-    "name, params", [("featherface_none", 475_735), ("featherface_cbam", 488_664), ("featherface_v1", 489_015)]
+    "name, params",
+    [("featherface_none", 475_735), ("featherface_cbam", 488_664), ("featherface_v1", 489_015),
+     ("featherface_odconv", 487_529), ("featherface_odconv4", 486_884)],
 )
 def test_registered_parameter_counts(name: str, params: int) -> None:
     model = create_model(name)
@@ -52,10 +52,6 @@ def test_unknown_model_suggests() -> None:
         create_model("featherface_cbma")
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("featherface.nn.odconv_attention") is None,
-    reason="featherface.nn.odconv_attention not written yet",
-)
 def test_odconv_variant_budget() -> None:
     from featherface.nn.odconv_attention import RECOMMENDED_SITES
 
@@ -69,10 +65,6 @@ def test_odconv_variant_budget() -> None:
     assert trunk == 475_735
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("featherface.nn.odconv_attention") is None,
-    reason="featherface.nn.odconv_attention not written yet",
-)
 def test_odconv_variant_is_trunk_at_init() -> None:
     import torch
 
@@ -84,3 +76,18 @@ def test_odconv_variant_is_trunk_at_init() -> None:
     with torch.no_grad():
         for a, b in zip(odconv(x), trunk(x)):
             torch.testing.assert_close(a, b)
+
+
+def test_odconv4_has_kernel_attention_at_the_bifpn_outputs_only() -> None:
+    model = create_model("featherface_odconv4")
+    kernels = {site: block.conv.kernel_num for site, block in model.attention.items() if hasattr(block, "conv")}
+    assert kernels == {"c3": 1, "c4": 1, "p3": 4, "p4": 4, "p5": 4}  # no block at c5
+    assert model.config.options_at("p4")["kernel_num"] == 4 and model.config.options_at("c3")["kernel_num"] == 1
+    # The per-site options survive the checkpoint round trip.
+    config = model.config
+    assert type(config).from_dict(config.to_dict()) == config
+
+
+def test_site_kwargs_must_name_attention_sites() -> None:
+    with pytest.raises(ValueError, match="attention_site_kwargs.*'c5' is not one of the attention sites"):
+        model_config("featherface_odconv", attention_sites=("p3",), attention_site_kwargs={"c5": {"kernel_num": 2}})

@@ -2,12 +2,10 @@
 #   export     the predict section's model and weights to ONNX (dynamic batch / height / width, opset 19), checked
 #              against eager PyTorch before it is written; results/export/<model>.onnx and summary.json (parity)
 #   benchmark  a quick CPU latency measurement of that model (ONNX Runtime fp32, bare network and end to end, at 1
-#              and 2 threads; about 10 s on 2 idle cores); results/benchmark/latency.json and latency.md
+#              and 2 threads, 10 runs); results/benchmark/latency.json and latency.md
 #   report     one Markdown document with the tables, plots and provenance of every stage; results/report/
-# `featherface export` and `featherface benchmark` write no provenance.json themselves, so each rule ends with
-# `python -m featherface.report record`, which writes one (parameters, git commit, sha256 of inputs and outputs).
-
-import json
+# The export and benchmark settings are fixed here (and repeated in dvc.yaml: change both together); the
+# --provenance flag records them, the git commit and the sha256 of the weights in each stage's provenance.json.
 
 EXPORT_DIR = "results/export"
 BENCHMARK_DIR = "results/benchmark"
@@ -16,17 +14,10 @@ DEPLOY_MODEL = config["predict"]["model"]
 DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
-# The export settings (the `featherface export` defaults) and the benchmark's small counts. They are written into
-# each stage's provenance.json and repeated in dvc.yaml; change both places together.
-EXPORT_SETTINGS = {"format": "onnx", "opset": 19, "dynamic": True, "input_size": [640, 640]}
-BENCHMARK_SETTINGS = {"input_size": [640, 640], "threads": [1, 2], "runs": 10, "warmup": 2, "torch_eager": False,
-                      "profile": False, "peers": False}
-
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
     "featherface/export.py", "featherface/onnx_ops.py"
 ]
 BENCHMARK_CODE = EXPORT_CODE + ["featherface/benchmark.py", "featherface/runtime.py", "featherface/postprocess.py"]
-PREDICT_KEYS = "--section predict.model --section predict.weights"
 
 
 rule export:
@@ -40,14 +31,9 @@ rule export:
     params:
         model=DEPLOY_MODEL,
         weights=DEPLOY_WEIGHTS,
-        settings=json.dumps(EXPORT_SETTINGS),
-        opset=EXPORT_SETTINGS["opset"],
-        size=" ".join(map(str, EXPORT_SETTINGS["input_size"])),
     shell:
-        "featherface export {params.model} --weights {params.weights} --format onnx --opset {params.opset} "
-        "--input-size {params.size} --output {output.model} --summary {output.summary} "
-        "&& python -m featherface.report record export --dir {EXPORT_DIR} --params {PARAMS_FILE} {PREDICT_KEYS} "
-        "--value export={params.settings:q} --input {params.weights} --output {output.model}"
+        "featherface export {params.model} --weights {params.weights} --format onnx --opset 19 "
+        "--input-size 640 640 --output {output.model} --summary {output.summary} --provenance"
 
 
 rule benchmark:
@@ -62,22 +48,15 @@ rule benchmark:
     params:
         model=DEPLOY_MODEL,
         weights=DEPLOY_WEIGHTS,
-        settings=json.dumps(BENCHMARK_SETTINGS),
-        size=" ".join(map(str, BENCHMARK_SETTINGS["input_size"])),
-        threads=" ".join(map(str, BENCHMARK_SETTINGS["threads"])),
-        runs=BENCHMARK_SETTINGS["runs"],
-        warmup=BENCHMARK_SETTINGS["warmup"],
     shell:
         "featherface benchmark --models {params.model} --weights {params.model}={params.weights} --no-retinaface "
-        "--no-profile --no-torch --input-size {params.size} --threads {params.threads} --runs {params.runs} "
-        "--warmup {params.warmup} --json {output.json} --markdown {output.markdown} "
-        "&& python -m featherface.report record benchmark --dir {BENCHMARK_DIR} --params {PARAMS_FILE} "
-        "{PREDICT_KEYS} --value benchmark={params.settings:q} --input {params.weights} --input {input.exported}"
+        "--no-profile --no-torch --input-size 640 640 --threads 1 2 --runs 10 --warmup 2 "
+        "--json {output.json} --markdown {output.markdown} --provenance"
 
 
 rule report:
     input:
-        code=["featherface/report.py", "featherface/provenance.py"],
+        code=py_files("featherface/report") + ["featherface/provenance.py"],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],
         validate=["results/validate/report.json", "results/validate/provenance.json"],
@@ -89,4 +68,4 @@ rule report:
     output:
         report=directory(REPORT_DIR),
     shell:
-        "python -m featherface.report --results results --out {output.report} --data {DATA}"
+        "featherface report --params {PARAMS_FILE} --out {output.report}"

@@ -1,0 +1,191 @@
+"""The report's plots: matplotlib on an Agg canvas (no pyplot state), written as PNG files atomically.
+
+:func:`draw_plots` draws what the stage outputs allow (training loss terms and ODConv attention entropies from
+``train/metrics.csv``, PR curves from ``score/ap.json``, else a copy of ``score/pr_curves.png``) and deletes plots
+of earlier runs that cannot be drawn now.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from featherface.report.inputs import SETTINGS, Stage, entropy_columns, predict_model
+from featherface.report.render import percent
+
+__all__ = ["LOSS_COLUMNS", "PLOT_FILES", "draw_plots", "plot_attention_entropy", "plot_pr_curves",
+           "plot_training_curves"]
+
+#: The plots the report may draw, by key (file names inside the output folder).
+PLOT_FILES: dict[str, str] = {
+    "training": "training_curves.png",
+    "entropy": "attention_entropy.png",
+    "pr_curves": "pr_curves.png",
+}
+#: The loss columns of ``metrics.csv`` (``loss`` is the weighted total, the others the unweighted terms).
+LOSS_COLUMNS: tuple[str, ...] = ("loss", "loc", "cls", "landm")
+
+
+def _new_figure(width: float, height: float, dpi: int) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _epoch_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Render ``fig`` and write it atomically (temporary file in the same folder + rename)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_training_curves(columns: Mapping[str, Sequence[float]], out_png: str | os.PathLike[str],
+                         dpi: int = 110) -> Path:
+    """Loss terms per epoch (left: the weighted total ``loss``; right: the unweighted ``loc``, ``cls``, ``landm``).
+
+    Args:
+        columns: ``metrics.csv`` columns (:func:`~featherface.report.inputs.read_metrics_csv`); needs ``epoch``
+            and one of :data:`LOSS_COLUMNS`.
+        out_png: the PNG to write.
+    """
+    epochs = list(columns["epoch"])
+    present = [c for c in LOSS_COLUMNS if c in columns]
+    if not present:
+        raise ValueError(f"plot_training_curves: none of the loss columns {LOSS_COLUMNS} is present")
+    fig = _new_figure(9.0, 3.6, dpi)
+    total_ax, terms_ax = fig.subplots(1, 2)
+    marker = "o" if len(epochs) <= 30 else None
+    if "loss" in columns:
+        total_ax.plot(epochs, columns["loss"], marker=marker, lw=1.5, color="black", label="loss (weighted total)")
+    total_ax.set_title("total loss")
+    for name in ("loc", "cls", "landm"):
+        if name in columns:
+            terms_ax.plot(epochs, columns[name], marker=marker, lw=1.5, label=name)
+    terms_ax.set_title("loss terms (unweighted)")
+    for ax in (total_ax, terms_ax):
+        _epoch_axis(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save_png(fig, Path(out_png))
+
+
+
+def plot_attention_entropy(columns: Mapping[str, Sequence[float]], out_png: str | os.PathLike[str],
+                           dpi: int = 110) -> Path:
+    """The ODConv attention entropies (nats) per epoch: one panel per kind (kernel, spatial, channel), one line
+    per module; the binary kinds show their maximum ``ln 2`` (every attention value 0.5) as a dashed line.
+
+    Args:
+        columns: ``metrics.csv`` columns with ``epoch`` and ``entropy.<kind>.<module>`` columns.
+        out_png: the PNG to write.
+    """
+    kinds = entropy_columns(columns)
+    if not kinds:
+        raise ValueError("plot_attention_entropy: no entropy.* column")
+    epochs = list(columns["epoch"])
+    fig = _new_figure(4.3 * len(kinds), 3.8, dpi)
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    marker = "o" if len(epochs) <= 30 else None
+    for ax, (kind, modules) in zip(axes, kinds.items()):
+        for module, column in modules.items():
+            ax.plot(epochs, columns[column], marker=marker, lw=1.2, label=module)
+        if kind in ("spatial", "channel"):
+            ax.axhline(math.log(2.0), ls="--", lw=1.0, color="grey", label="ln 2 (all 0.5)")
+        ax.set_title(f"{kind} attention entropy")
+        _epoch_axis(ax)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel("entropy (nats)")
+    fig.tight_layout()
+    return _save_png(fig, Path(out_png))
+
+
+def plot_pr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], ap: Mapping[str, float],
+                   out_png: str | os.PathLike[str], title: str = "", dpi: int = 110) -> Path:
+    """Easy / Medium / Hard precision-recall curves from ``ap.json`` (points without a precision are left out).
+
+    Args:
+        curves: ``{setting: {"recall": [...], "precision": [...]}}``.
+        ap: ``{setting: AP}`` (fractions), shown in the legends in percent.
+        out_png: the PNG to write.
+        title: the figure title.
+    """
+    fig = _new_figure(4.0 * len(SETTINGS), 3.9, dpi)
+    axes = fig.subplots(1, len(SETTINGS), sharey=True)
+    for ax, setting in zip(axes, SETTINGS):
+        pairs = [(r, p) for r, p in zip(curves[setting]["recall"], curves[setting]["precision"])
+                 if not (math.isnan(r) or math.isnan(p))]
+        ax.plot([r for r, _ in pairs], [p for _, p in pairs], lw=1.5, label=f"AP {percent(ap.get(setting))}")
+        ax.set_title(setting.capitalize())
+        ax.set_xlabel("recall")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.01)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower left", fontsize="small")
+    axes[0].set_ylabel("precision")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save_png(fig, Path(out_png))
+
+
+
+def draw_plots(stages: Mapping[str, Stage], out_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Draw the plots the stage outputs allow into ``out_dir`` and return ``{key: file name}`` (see
+    :data:`PLOT_FILES`). Plots of earlier runs that cannot be drawn now are deleted, so the folder never shows a
+    stale figure."""
+    out = Path(out_dir)
+    drawn: dict[str, str] = {}
+    train = stages.get("train")
+    if train is not None and train.ran:
+        columns = train.main()["columns"]
+        if train.main()["epochs"] and any(c in columns for c in LOSS_COLUMNS):
+            plot_training_curves(columns, out / PLOT_FILES["training"])
+            drawn["training"] = PLOT_FILES["training"]
+        if train.main()["epochs"] and entropy_columns(columns):
+            plot_attention_entropy(columns, out / PLOT_FILES["entropy"])
+            drawn["entropy"] = PLOT_FILES["entropy"]
+    score = stages.get("score")
+    if score is not None and score.ran:
+        result = score.main()
+        if result["pr_curves"] is not None:
+            model = predict_model(stages)
+            title = (f"{model + ' on ' if model else ''}WIDER FACE val: {result['num_images']} of "
+                     f"{result['num_images_total']} images")
+            plot_pr_curves(result["pr_curves"], result["ap"], out / PLOT_FILES["pr_curves"], title=title)
+            drawn["pr_curves"] = PLOT_FILES["pr_curves"]
+        elif (score.directory / "pr_curves.png").is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(score.directory / "pr_curves.png", out / PLOT_FILES["pr_curves"])
+            drawn["pr_curves"] = PLOT_FILES["pr_curves"]
+    for key, file_name in PLOT_FILES.items():
+        if key not in drawn:
+            (out / file_name).unlink(missing_ok=True)
+    return drawn
