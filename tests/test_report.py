@@ -91,6 +91,7 @@ def make_results(root: Path) -> Path:
                       for s in ("easy", "medium", "hard")},
     })
     _record(results / "score", "score", {"score": {"iou_threshold": 0.5}, "predict": {"model": "featherface_v1"}}, {})
+    (results / "score" / "pr_curves.png").write_bytes(PNG_MAGIC + b"score stage")
     _dump(results / "export" / "summary.json", {
         "path": str(results / "export" / "featherface_v1.onnx"), "format": "onnx", "bytes": 2048 * 1024,
         "model": "featherface_v1", "weights": "data/weights/v1.pth",

@@ -43,7 +43,6 @@ from featherface.report.plots import (
     PLOT_FILES,
     draw_plots,
     plot_attention_entropy,
-    plot_pr_curves,
     plot_training_curves,
 )
 from featherface.report.render import PARITY_TOLERANCE, REPORT_FILE, render_markdown, render_provenance
@@ -59,7 +58,6 @@ __all__ = [
     "load_results",
     "load_stage",
     "plot_attention_entropy",
-    "plot_pr_curves",
     "plot_training_curves",
     "read_json",
     "read_metrics_csv",

@@ -1,7 +1,7 @@
 """The report's plots: matplotlib on an Agg canvas (no pyplot state), written as PNG files atomically.
 
 :func:`draw_plots` draws what the stage outputs allow (training loss terms and ODConv attention entropies from
-``train/metrics.csv``, PR curves from ``score/ap.json``, else a copy of ``score/pr_curves.png``) and deletes plots
+``train/metrics.csv``; the PR curves are the score stage's ``pr_curves.png``, copied) and deletes plots
 of earlier runs that cannot be drawn now.
 """
 
@@ -15,11 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from featherface.report.inputs import SETTINGS, Stage, entropy_columns, predict_model
-from featherface.report.render import percent
+from featherface.report.inputs import Stage, entropy_columns
 
-__all__ = ["LOSS_COLUMNS", "PLOT_FILES", "draw_plots", "plot_attention_entropy", "plot_pr_curves",
-           "plot_training_curves"]
+__all__ = ["LOSS_COLUMNS", "PLOT_FILES", "draw_plots", "plot_attention_entropy", "plot_training_curves"]
 
 #: The plots the report may draw, by key (file names inside the output folder).
 PLOT_FILES: dict[str, str] = {
@@ -127,36 +125,6 @@ def plot_attention_entropy(columns: Mapping[str, Sequence[float]], out_png: str 
     return _save_png(fig, Path(out_png))
 
 
-def plot_pr_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], ap: Mapping[str, float],
-                   out_png: str | os.PathLike[str], title: str = "", dpi: int = 110) -> Path:
-    """Easy / Medium / Hard precision-recall curves from ``ap.json`` (points without a precision are left out).
-
-    Args:
-        curves: ``{setting: {"recall": [...], "precision": [...]}}``.
-        ap: ``{setting: AP}`` (fractions), shown in the legends in percent.
-        out_png: the PNG to write.
-        title: the figure title.
-    """
-    fig = _new_figure(4.0 * len(SETTINGS), 3.9, dpi)
-    axes = fig.subplots(1, len(SETTINGS), sharey=True)
-    for ax, setting in zip(axes, SETTINGS):
-        pairs = [(r, p) for r, p in zip(curves[setting]["recall"], curves[setting]["precision"])
-                 if not (math.isnan(r) or math.isnan(p))]
-        ax.plot([r for r, _ in pairs], [p for _, p in pairs], lw=1.5, label=f"AP {percent(ap.get(setting))}")
-        ax.set_title(setting.capitalize())
-        ax.set_xlabel("recall")
-        ax.set_xlim(0.0, 1.0)
-        ax.set_ylim(0.0, 1.01)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower left", fontsize="small")
-    axes[0].set_ylabel("precision")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save_png(fig, Path(out_png))
-
-
-
 def draw_plots(stages: Mapping[str, Stage], out_dir: str | os.PathLike[str]) -> dict[str, str]:
     """Draw the plots the stage outputs allow into ``out_dir`` and return ``{key: file name}`` (see
     :data:`PLOT_FILES`). Plots of earlier runs that cannot be drawn now are deleted, so the folder never shows a
@@ -174,14 +142,7 @@ def draw_plots(stages: Mapping[str, Stage], out_dir: str | os.PathLike[str]) -> 
             drawn["entropy"] = PLOT_FILES["entropy"]
     score = stages.get("score")
     if score is not None and score.ran:
-        result = score.main()
-        if result["pr_curves"] is not None:
-            model = predict_model(stages)
-            title = (f"{model + ' on ' if model else ''}WIDER FACE val: {result['num_images']} of "
-                     f"{result['num_images_total']} images")
-            plot_pr_curves(result["pr_curves"], result["ap"], out / PLOT_FILES["pr_curves"], title=title)
-            drawn["pr_curves"] = PLOT_FILES["pr_curves"]
-        elif (score.directory / "pr_curves.png").is_file():
+        if (score.directory / "pr_curves.png").is_file():  # drawn by the score stage
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(score.directory / "pr_curves.png", out / PLOT_FILES["pr_curves"])
             drawn["pr_curves"] = PLOT_FILES["pr_curves"]
