@@ -92,6 +92,7 @@ def write_record(
     params: Mapping[str, Any],
     inputs: Iterable[str | Path] = (),
     extra: Mapping[str, Any] | None = None,
+    code: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `<out_dir>/provenance.json` for a stage and return its path.
 
@@ -101,12 +102,14 @@ def write_record(
         params: the parameter sections the stage read (plain data).
         inputs: input files whose sha256 is recorded (folders are skipped; use a manifest file for them).
         extra: anything else worth recording (e.g. a summary of the results).
+        code: the code version to record (default: :func:`code_version` now; a long stage passes the version it
+            started with).
     """
     checksums = {str(p): sha256_file(p) for p in map(Path, inputs) if p.is_file()}
     record = {
         "stage": stage,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "code": code_version(),
+        "code": dict(code) if code is not None else code_version(),
         "python": platform.python_version(),
         "params": dict(params),
         "inputs_sha256": checksums,

@@ -754,8 +754,11 @@ def run_training(
     Returns:
         ``<out_dir>/final.pt``. Rank 0 also writes ``<out_dir>/provenance.json``.
     """
+    from featherface.provenance import code_version
+
     path = Path(params_path).resolve()
     base = path.parent
+    code_at_start = code_version()  # the provenance names the code the run started with
     params, config = load_train_params(path, overrides)
     out = Path(out_dir) if out_dir is not None else base / "results" / "train"
     env = distributed.detect()
@@ -791,7 +794,8 @@ def run_training(
             write_record(out, "train", {"train": to_dict(config), "data": to_dict(params.data)}, inputs=inputs,
                          extra={"world_size": env.world_size, "device": str(device),
                                 "hardware": hardware_description(str(device)),
-                                "images": len(dataset)})  # type: ignore[arg-type]
+                                "images": len(dataset)},  # type: ignore[arg-type]
+                         code=code_at_start)
         return final
     finally:
         distributed.cleanup()
