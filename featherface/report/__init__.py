@@ -11,8 +11,8 @@ Data verification              ``verify/report.json``          counts, checksum 
                                ``<data>/provenance.json``      (the download stage's record, when given)
 Parameter budget               ``validate/report.json``        parameters and MACs per model, ODConv golden check
 Training                       ``train/metrics.csv``           loss terms per epoch, attention entropies (plots)
-Accuracy                       ``predict/summary.json``,       Easy / Medium / Hard AP, PR curves (redrawn from
-                               ``score/ap.json``               ``ap.json``; else ``score/pr_curves.png`` copied)
+Accuracy                       ``predict/summary.json``,       Easy / Medium / Hard AP, PR curves (the score
+                               ``score/ap.json``               stage's ``pr_curves.png``, copied)
 Export parity                  ``export/summary.json``         max |exported - eager| per output
 Latency                        ``benchmark/latency.json``      the benchmark stage's latency table
 =============================  ==============================  =================================================

@@ -204,37 +204,11 @@ def _parse_predict(data: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _curve(values: Any, where: str) -> list[float]:
-    if not isinstance(values, list):
-        raise ReportError(f"{where}: expected a list of numbers")
-    out = []
-    for i, v in enumerate(values):
-        if v is None:
-            out.append(math.nan)
-        elif isinstance(v, _NUM) and not isinstance(v, bool):
-            out.append(float(v))
-        else:
-            raise ReportError(f"{where}[{i}]: {json.dumps(v)[:40]} is not a number")
-    return out
-
-
 def _parse_score(data: Any, path: Path) -> dict[str, Any]:
     where = str(path)
     data = _mapping(data, where)
     ap = _get(data, "ap", dict, where)
     ap_values = {s: _get(ap, s, _NUM, f"{where}: ap") for s in SETTINGS}
-    curves = None
-    raw_curves = _get(data, "pr_curves", dict, where, required=False)
-    if raw_curves is not None:
-        curves = {}
-        for s in SETTINGS:
-            at = f"{where}: pr_curves"
-            curve = _get(raw_curves, s, dict, at)
-            recall = _curve(_get(curve, "recall", list, f"{at}.{s}"), f"{at}.{s}.recall")
-            precision = _curve(_get(curve, "precision", list, f"{at}.{s}"), f"{at}.{s}.precision")
-            if len(recall) != len(precision):
-                raise ReportError(f"{at}.{s}: recall has {len(recall)} points, precision {len(precision)}")
-            curves[s] = {"recall": recall, "precision": precision}
     return {
         "ap": ap_values,
         "num_images": _get(data, "num_images", int, where),
@@ -244,7 +218,6 @@ def _parse_score(data: Any, path: Path) -> dict[str, Any]:
         "num_faces_total": _get(data, "num_faces_total", dict, where, required=False, default={}),
         "num_predictions": _get(data, "num_predictions", int, where, required=False),
         "iou_thresh": _get(data, "iou_thresh", _NUM, where, required=False),
-        "pr_curves": curves,
     }
 
 
