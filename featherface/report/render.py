@@ -279,7 +279,7 @@ def _section_accuracy(stages: Mapping[str, Stage], plots: Mapping[str, str], roo
     if "pr_curves" in plots:
         lines += ["", f"![Precision-recall curves]({plots['pr_curves']})"]
     else:
-        lines += ["", "No PR curves (neither `pr_curves` in `ap.json` nor `pr_curves.png`)."]
+        lines += ["", "No PR curves (the score stage wrote no `pr_curves.png`)."]
     return lines
 
 
