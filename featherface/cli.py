@@ -309,12 +309,44 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0 if summary.images or summary.videos else 1
 
 
+def _stage_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--params`` / ``--set`` of a user tool that is also a pipeline stage (export, benchmark); remembers the
+    other options' defaults so that combining them with ``--params`` is refused instead of ignored."""
+    others = {a.dest: (a.option_strings[0] if a.option_strings else a.dest.upper(), a.default)
+              for a in parser._actions if a.dest != "help"}
+    parser.add_argument("--params", default=None,
+                        help=f"run the pipeline's {verb} stage instead: the model and weights of the predict: section "
+                        f"of this parameter file, the settings of its {verb}: section, the outputs under results/{verb}")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="with --params: override one parameter (validated like the file); repeatable")
+    parser.set_defaults(stage_option_defaults=others)
+
+
+def _check_stage_options(args: argparse.Namespace) -> None:
+    given = [label for dest, (label, default) in args.stage_option_defaults.items()
+             if getattr(args, dest) != default]
+    if given:
+        raise ValueError(f"--params runs the pipeline's {args.verb} stage with the settings of the parameter file; "
+                         f"it does not combine with {', '.join(given)} (override with --set {args.verb}.KEY=VALUE)")
+    if args.set and not args.params:
+        raise ValueError("--set needs --params")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from featherface.export import export_pretrained
     from featherface.provenance import write_json
 
+    if args.params or args.set:
+        from featherface.deploy import run_export_stage
+
+        _check_stage_options(args)
+        summary = run_export_stage(*_params(args))
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    if not args.weights:
+        raise ValueError("give --weights (or --params for the pipeline's export stage)")
     fmt = args.format
     if args.output:
         output = Path(args.output)
@@ -361,6 +393,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from featherface.benchmark import BenchmarkConfig, format_markdown, run_benchmark
     from featherface.provenance import atomic_write_text, write_json
 
+    if args.params or args.set:
+        from featherface.deploy import run_benchmark_stage
+
+        _check_stage_options(args)
+        print(format_markdown(run_benchmark_stage(*_params(args))))
+        return 0
     weights = {}
     for item in args.weights or ():
         name, sep, path = item.partition("=")
@@ -593,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", nargs="?", default=None,
                    help="registered model name (omit for a checkpoint of ours, which records its architecture)")
-    p.add_argument("--weights", required=True, help="checkpoint of ours, or a FeatherFace fork state dict")
+    p.add_argument("--weights", help="checkpoint of ours, or a FeatherFace fork state dict (required without --params)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default=None,
                    help="output format (default: from the --output suffix, else onnx)")
     p.add_argument("--output", help="destination file (default: results/export/<model>.onnx or .pt)")
@@ -608,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provenance", action="store_true",
                    help="also write provenance.json beside the output (settings, git commit, sha256 of the weights "
                    "and of the written file)")
+    _stage_options(p, "export")
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser(
@@ -638,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="write the tables as Markdown")
     p.add_argument("--provenance", action="store_true",
                    help="also write provenance.json beside the --json file (settings, git commit, sha256 of weights)")
+    _stage_options(p, "benchmark")
     p.set_defaults(func=cmd_benchmark)
 
     p = verbs.add_parser(

