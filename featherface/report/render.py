@@ -274,12 +274,38 @@ def _section_accuracy(stages: Mapping[str, Stage], plots: Mapping[str, str], roo
         faces_text = _int(faces) + (f" of {_int(total)}" if total is not None else "")
         rows.append((s.capitalize(), percent(result["ap"][s]), faces_text))
     lines += _table(["setting", "AP (%)", "faces"], rows)
+    lines += ["", *_comparison(stages, result, model, root)]
     if result["num_predictions"] is not None:
         lines += ["", f"{result['num_predictions']:,} predicted boxes scored."]
     if "pr_curves" in plots:
         lines += ["", f"![Precision-recall curves]({plots['pr_curves']})"]
     else:
         lines += ["", "No PR curves (the score stage wrote no `pr_curves.png`)."]
+    return lines
+
+
+def _comparison(stages: Mapping[str, Stage], result: Mapping[str, Any], model: str | None,
+                root: Path | None) -> list[str]:
+    """The trained model's AP next to the reference detectors' (references stage), measured on the same images."""
+    refs = stages["references"]
+    if not refs.ran:
+        return ["**Compared with**: nothing (the `references` stage has not run: "
+                f"`{_display_path(str(refs.directory / 'references.json'), root)}` is absent)."]
+    detectors = refs.main()["detectors"]
+    if not detectors:
+        return ["**Compared with**: no reference detectors (the references: section lists none)."]
+    lines = [f"**Compared with** reference detectors run by the `references` stage over the same val images with the "
+             "same protocol (their weights were not trained by this pipeline):", ""]
+    rows = [(f"`{model or 'this run'}` (this pipeline's model)", *(percent(result["ap"][s]) for s in SETTINGS),
+             result["num_images"], "`score` stage")]
+    for ref in detectors:
+        what = f"model `{ref['model']}`" if ref["model"] else f"peer `{ref['peer']}`"
+        source = what + (f", `{_display_path(ref['weights'], root)}`" if ref["weights"] else "")
+        images = str(ref["num_images"])
+        if ref["num_images"] != result["num_images"]:
+            images += " (**not the same images**)"
+        rows.append((f"`{ref['name']}`", *(percent(ref["ap"][s]) for s in SETTINGS), images, source))
+    lines += _table(["detector", "Easy AP (%)", "Medium AP (%)", "Hard AP (%)", "images", "source"], rows)
     return lines
 
 
@@ -366,7 +392,7 @@ _SECTIONS: tuple[_Section, ...] = (
     _Section("Data verification", ("download", "verify"), _section_verify),
     _Section("Parameter budget", ("validate",), _section_validate),
     _Section("Training", ("train",), _section_train),
-    _Section("Accuracy on WIDER FACE val", ("predict", "score"), _section_accuracy),
+    _Section("Accuracy on WIDER FACE val", ("predict", "score", "references"), _section_accuracy),
     _Section("Export parity", ("export",), _section_export),
     _Section("Latency", ("benchmark",), _section_benchmark),
 )
@@ -390,6 +416,8 @@ def _status(stage: Stage) -> str:
         return f"parity {'OK' if not math.isnan(worst) and worst <= tol else 'FAILED'} ({_fmt(worst, '.1e')})"
     if stage.name == "benchmark":
         return f"{len(data['latencies'])} latencies"
+    if stage.name == "references":
+        return f"{len(data['detectors'])} detectors"
     return "recorded"
 
 
