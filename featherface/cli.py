@@ -207,13 +207,14 @@ def _print_ap(result, label: str) -> None:
 
 
 def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None):
-    from featherface.eval.plots import plot_pr_curves
+    from featherface.eval.plots import PR_CSV_DIR, plot_pr_curves, write_pr_csv
     from featherface.eval.widerface import evaluate_folder
     from featherface.provenance import atomic_write_text
 
     result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
     atomic_write_text(out_dir / "ap.json", result.to_json())
     plot_pr_curves(result, out_dir / "pr_curves.png", title=title)
+    write_pr_csv(result, out_dir / PR_CSV_DIR)
     return result
 
 

@@ -14,7 +14,10 @@ from matplotlib.figure import Figure
 
 from featherface.eval.widerface import WiderResult
 
-__all__ = ["plot_pr_curves"]
+__all__ = ["PR_CSV_DIR", "plot_pr_curves", "write_pr_csv"]
+
+#: The folder (inside an output folder) of the PR curves as CSV: ``<setting>.csv``.
+PR_CSV_DIR = "pr"
 
 
 def _fmt_ap(ap: float) -> str:
@@ -76,3 +79,22 @@ def plot_pr_curves(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write each setting's precision-recall curve as ``<out_dir>/<setting>.csv`` (columns ``threshold``,
+    ``recall``, ``precision``; thresholds without a proposal, which have no precision, are left out): the data of
+    ``dvc plots``. Each file is written through a temporary file and a rename. Returns the paths, in setting order.
+    """
+    from featherface.provenance import atomic_write_text
+
+    paths = []
+    for setting in result.settings:
+        curve = result.pr_curves[setting]
+        lines = ["threshold,recall,precision"]
+        lines += [f"{t:.4f},{r:.6f},{p:.6f}" for t, r, p in zip(curve.thresholds, curve.recall, curve.precision)
+                  if not math.isnan(p)]
+        path = Path(out_dir) / f"{setting}.csv"
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        paths.append(path)
+    return paths

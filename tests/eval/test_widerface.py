@@ -376,3 +376,19 @@ def test_golden_from_the_mat_folder(golden_dir: Path, widerface_dir: Path, tmp_p
     result = evaluate_folder(tmp_path, widerface_dir / "val")
     assert result.ap == pytest.approx({s: expected[s] for s in ("easy", "medium", "hard")}, abs=1e-9)
     assert (result.num_images, result.num_faces["hard"]) == (233, 5777)
+
+
+def test_pr_curves_as_csv_for_dvc_plots(tmp_path: Path) -> None:
+    from featherface.eval.plots import write_pr_csv
+    from featherface.eval.widerface import PRCurve, WiderResult
+
+    curve = PRCurve(thresholds=np.array([0.9, 0.5, 0.1]), proposals=np.array([0, 2, 4]),
+                    recalled=np.array([0, 1, 3]), precision=np.array([np.nan, 0.5, 0.75]),
+                    recall=np.array([0.0, 0.25, 0.75]))
+    result = WiderResult(ap={"easy": 0.5, "medium": 0.5, "hard": 0.5}, pr_curves={s: curve for s in ("easy", "medium",
+                         "hard")}, num_images=1, num_images_total=1, num_faces={}, num_faces_total={},
+                         num_predictions=4, iou_thresh=0.5, score_range=(0.0, 1.0))
+    paths = write_pr_csv(result, tmp_path / "pr")
+    assert [p.name for p in paths] == ["easy.csv", "medium.csv", "hard.csv"]
+    # the threshold without a proposal has no precision: left out
+    assert paths[0].read_text() == "threshold,recall,precision\n0.5000,0.250000,0.500000\n0.1000,0.750000,0.750000\n"
