@@ -1,10 +1,16 @@
 # The FeatherFace ODConv pipeline: one rule per stage, each a thin call of the `featherface` CLI.
-# Run:  snakemake --cores all            (the same stages as `dvc repro`, see dvc.yaml)
+# Run:  snakemake --cores all            (the same stages as `dvc repro`, see dvc.yaml; a test keeps them equal)
 # Parameters come from params.yaml (or the file named by $FEATHERFACE_PARAMS); a rule reruns when the parameter
-# sections it reads, its inputs or its code change.
+# sections it reads, its inputs or its code change. Every rule writes its console output to logs/<rule>.log.
+# Profiles: profiles/default (used by itself) and profiles/slurm (`snakemake --profile profiles/slurm`, needs
+# the [cluster] extra); see the README, "Scaling up".
 
 import os
 from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("8.0")
 
 PARAMS_FILE = os.environ.get("FEATHERFACE_PARAMS", "params.yaml")
 
@@ -13,7 +19,7 @@ configfile: PARAMS_FILE
 
 
 # The validated parameters with every default filled in (a section the file leaves out gets its defaults).
-from featherface.config import load_params, to_dict
+from featherface.config import PredictConfig, load_params, to_dict
 
 config.update(to_dict(load_params(PARAMS_FILE)))
 
@@ -27,9 +33,9 @@ def py_files(*folders):
 
 def produced_or_file(path):
     """A weights path as a rule input: the download stage's weights folder when the file is inside it (the
-    folder is that rule's output), else the file itself."""
+    folder is that rule's output), else the file itself (e.g. results/train/final.pt, the train rule's output)."""
     weights_dir = Path(DATA) / "weights"
-    return str(weights_dir) if Path(path).parent == weights_dir else path
+    return str(weights_dir) if weights_dir in Path(path).parents else path
 
 
 include: "workflow/rules/data.smk"
@@ -44,6 +50,7 @@ rule all:
         "results/verify/report.json",
         "results/validate/report.json",
         "results/score/ap.json",
+        "results/references/references.json",
         "results/train/final.pt",
         "results/export/summary.json",
         "results/benchmark/latency.json",

@@ -125,3 +125,65 @@ def test_study_params_file_loads() -> None:
     params = load_params(PROJECT_ROOT / "params-study.yaml")
     assert len(params.study.runs) == 8
     assert {init for _, init in params.study.run_names().values()} == {"imagenet", "fork_trunk"}
+
+
+def test_export_benchmark_and_references_sections_are_validated(tmp_path: Path) -> None:
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert params.export.opset >= 19 and params.benchmark.threads == (1, 2)
+    assert [d.name for d in params.references.detectors] == ["featherface_v1", "retinaface_mnet025", "yunet_n"]
+    for text, message in (
+        ("export:\n  opset: 17\n", r"export.opset: must be >= 19"),
+        ("export:\n  input_size: [640]\n", r"export.input_size: expected 2 items"),
+        ("benchmark:\n  threads: []\n", r"benchmark.threads: give thread counts >= 1"),
+        ("benchmark:\n  runs: 0\n", r"benchmark.runs: must be >= 1"),
+        ("benchmark:\n  profile: true\n", r"unknown key 'benchmark.profile'"),
+        ("references:\n  detectors:\n    - {name: a, peer: yunet}\n",
+         r"references.detectors\[0\].weights: a: peer 'yunet' needs weights"),
+        ("references:\n  detectors:\n    - {name: a, model: featherface_v1}\n",
+         r"references.detectors\[0\].weights: a: model 'featherface_v1' needs weights"),
+        ("references:\n  detectors:\n    - {name: a, peer: blazeface, weights: x}\n",
+         r"references.detectors\[0\].peer: a: 'blazeface' is not one of"),
+        ("references:\n  detectors:\n    - {name: a, model: m, peer: yunet, weights: x}\n",
+         r"references.detectors\[0\].model: a: give either model"),
+        ("references:\n  detectors:\n    - {name: a/b, peer: retinaface_mnet025}\n",
+         r"references.detectors\[0\].name: 'a/b' must be a folder name"),
+        ("references:\n  detectors:\n    - {name: a, peer: retinaface_mnet025}\n    - {name: a, peer: retinaface_mnet025}\n",
+         r"references.detectors: a name is listed twice"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_params(write(tmp_path, text))
+
+
+def test_reference_peers_are_known_detectors() -> None:
+    from featherface.config import REFERENCE_PEERS
+    from featherface.peers import PEERS
+
+    assert set(REFERENCE_PEERS) <= set(PEERS)
+
+
+def test_predict_on_the_train_checkpoint_must_name_the_trained_model(tmp_path: Path) -> None:
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert params.predict.weights == "results/train/final.pt" and params.predict.model == params.train.model
+    text = "train:\n  model: featherface_odconv\npredict:\n  model: featherface_v1\n  weights: results/train/final.pt\n"
+    with pytest.raises(ConfigError, match=r"predict.model: 'featherface_v1', but predict.weights is the train stage"):
+        load_params(write(tmp_path, text))
+    other = "train:\n  model: featherface_odconv\npredict:\n  model: featherface_v1\n  weights: data/weights/v1.pth\n"
+    assert load_params(write(tmp_path, other)).predict.model == "featherface_v1"
+
+
+def test_extra_weights_may_name_a_sub_folder_but_not_leave_it(tmp_path: Path) -> None:
+    assert load_params(write(tmp_path, "data:\n  extra_weights: [peers/y.onnx]\n")).data.extra_weights == ("peers/y.onnx",)
+    for bad in ("../y.onnx", "/abs/y.onnx", "''", "peers/../../y"):
+        with pytest.raises(ConfigError, match="data.extra_weights"):
+            load_params(write(tmp_path, f"data:\n  extra_weights: [{bad}]\n"))
+
+
+def test_dvc_references_stage_reads_exactly_the_protocol_keys() -> None:
+    """The references stage depends on the predict section's protocol, not on which model the pipeline trains."""
+    import yaml
+
+    from featherface.config import PredictConfig
+
+    stage = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["references"]
+    predict_keys = {p.split(".", 1)[1] for p in stage["params"] if isinstance(p, str) and p.startswith("predict.")}
+    assert predict_keys == set(PredictConfig.PROTOCOL_KEYS)

@@ -1,5 +1,6 @@
-"""The pipeline runs the same stages under Snakemake and DVC, does nothing when run again, and reruns only
-what depends on a changed parameter.
+"""The pipeline runs the same stages under Snakemake and DVC, does nothing when run again, reruns only what
+depends on a changed parameter, tracks experiments with DVC (metrics, plots, `dvc exp run -S`), and dry-runs on
+SLURM through the profile.
 
 Each test copies the workflow files (and the package sources DVC hashes as code dependencies) into a
 temporary project whose params.yaml selects a tiny subset of `../shared/data/widerface`, then runs the real
@@ -19,12 +20,15 @@ import pytest
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "featherface"]
+WORKFLOW_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", ".gitignore", "profiles", "featherface"]
+#: A git identity for the commits of the temporary projects (CI machines may have none).
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.com"}
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
     # One thread per process: the stages are tiny here, and PyTorch's thread pool thrashes on a busy 2-core machine.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **GIT_IDENTITY}
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-4000:]}"
@@ -58,6 +62,8 @@ def project(tmp_path: Path, shared_dir: Path) -> Path:
     )
     params["validate"]["golden_dir"] = str(shared_dir / "golden")
     params["train"].update(image_size=128, batch_size=2, epochs=1, warmup_epochs=0, num_workers=0, probe_images=2)
+    params["export"].update(input_size=[160, 160])
+    params["benchmark"].update(input_size=[160, 160], threads=[1], runs=1, warmup=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -66,6 +72,15 @@ def _dvc_init(project: Path) -> None:
     _run(["git", "init", "-q"], project)
     _run([sys.executable, "-m", "dvc", "init", "-q"], project)
     _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], project)
+
+
+def _dvc(project: Path, *args: str) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], project)
+
+
+def _commit(project: Path, message: str) -> None:
+    _run(["git", "add", "-A"], project)
+    _run(["git", "commit", "-q", "-m", message], project)
 
 
 def _snakemake(project: Path, *args: str) -> str:
@@ -99,9 +114,29 @@ def test_snakemake_and_dvc_define_the_same_stages(project: Path) -> None:
     assert set(snake_outputs) == set(dvc_outputs), "the two DAGs list different stages"
     for stage, outs in dvc_outputs.items():
         assert snake_outputs[stage] == set(outs), f"stage {stage}: outputs differ"
+    # every rule logs, and states its threads and resources
+    rules = _snakemake(project, "--list-rules").split()
+    for rule in set(rules) - {"all"}:
+        text = _rule_text(rule)
+        for key in ("log:", "threads:", "resources:" if rule != "study_table" else "threads:"):
+            assert f"\n    {key}" in text, f"rule {rule}: no {key}"
+    assert "gpu=" in _rule_text("train")
 
 
-ALL_STAGES = {"download", "verify", "validate", "predict", "score", "train", "export", "benchmark", "report"}
+def _rule_text(rule: str) -> str:
+    """The source of one Snakemake rule (from `rule NAME:` to the next rule)."""
+    for path in [PROJECT_ROOT / "Snakefile", *sorted((PROJECT_ROOT / "workflow" / "rules").glob("*.smk"))]:
+        text = path.read_text()
+        match = re.search(rf"^rule {rule}:.*?(?=^rule |\Z)", text, flags=re.M | re.S)
+        if match:
+            return match.group(0)
+    raise AssertionError(f"rule {rule} not found")
+
+
+ALL_STAGES = {"download", "verify", "validate", "predict", "score", "references", "train", "export", "benchmark",
+              "report"}
+#: What a new trained model reruns: everything that evaluates, exports or times it.
+AFTER_TRAIN = {"train", "predict", "score", "export", "benchmark", "report"}
 
 
 def _check_results(project: Path, val_images: int) -> None:
@@ -113,11 +148,31 @@ def _check_results(project: Path, val_images: int) -> None:
     assert (project / "results" / "score" / "pr_curves.png").stat().st_size > 0
     metrics = (project / "results" / "train" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 2 and "loss" in metrics[0]
+    # the chain is honest: predict, export and benchmark used the checkpoint the train stage wrote
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    model = params["train"]["model"]
+    final = project / "results" / "train" / "final.pt"
+    predict = yaml.safe_load((project / "results" / "predict" / "provenance.json").read_text())
+    assert predict["params"]["predict"]["model"] == model
+    assert list(predict["inputs_sha256"]) == [str(final)]
+    export = yaml.safe_load((project / "results" / "export" / "provenance.json").read_text())
+    assert export["params"]["export"]["model"] == model and list(export["inputs_sha256"]) == [str(final)]
+    latency = yaml.safe_load((project / "results" / "benchmark" / "latency_ms.json").read_text())
+    assert latency["model"] == model and latency["median_ms"]["ort_1t"] > 0
+    for setting in ("easy", "medium", "hard"):
+        assert (project / "results" / "score" / "pr" / f"{setting}.csv").read_text().startswith("threshold,recall,")
+    references = yaml.safe_load((project / "results" / "references" / "references.json").read_text())
+    assert [r["name"] for r in references["detectors"]] == ["featherface_v1", "retinaface_mnet025", "yunet_n"]
+    assert all(r["num_images"] == val_images for r in references["detectors"])
+    report = (project / "results" / "report" / "report.md").read_text()
+    assert f"| `{model}` (this pipeline's model) |" in report and "| `yunet_n` |" in report
 
 
 def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert _snakemake_ran(_snakemake(project)) == ALL_STAGES
     _check_results(project, 4)
+    assert {p.stem for p in (project / "logs").glob("*.log")} == ALL_STAGES
+    assert "predict:" in (project / "logs" / "predict.log").read_text()
     again = _snakemake(project)
     assert _snakemake_ran(again) == set(), "a second run must do nothing"
     assert "Nothing to be done" in again
@@ -129,14 +184,16 @@ def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert _snakemake_ran(_snakemake(project)) == {"validate", "report"}
 
     _set_param(project, "score", "iou_threshold", 0.6)
-    assert _snakemake_ran(_snakemake(project)) == {"score", "report"}
+    assert _snakemake_ran(_snakemake(project)) == {"score", "references", "report"}
+
+    _set_param(project, "benchmark", "runs", 2)
+    assert _snakemake_ran(_snakemake(project)) == {"benchmark", "report"}
 
     _set_param(project, "train", "lr", 2e-3)
-    assert _snakemake_ran(_snakemake(project)) == {"train", "report"}
+    assert _snakemake_ran(_snakemake(project)) == AFTER_TRAIN
 
     _set_param(project, "data", "val_images", 3)
-    assert _snakemake_ran(_snakemake(project)) == {
-        "download", "verify", "predict", "score", "train", "export", "benchmark", "report"}
+    assert _snakemake_ran(_snakemake(project)) == ALL_STAGES - {"validate"}
     _check_results(project, 3)
 
 
@@ -154,11 +211,70 @@ def test_dvc_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert _dvc_ran(_run(dvc, project)) == {"validate", "report"}
 
     _set_param(project, "train", "lr", 2e-3)
-    assert _dvc_ran(_run(dvc, project)) == {"train", "report"}
+    assert _dvc_ran(_run(dvc, project)) == AFTER_TRAIN
 
     _set_param(project, "data", "val_images", 3)
-    assert _dvc_ran(_run(dvc, project)) == {"download", "verify", "predict", "score", "train", "report"}
+    assert _dvc_ran(_run(dvc, project)) == ALL_STAGES - {"validate"}
     _check_results(project, 3)
     provenance = yaml.safe_load((project / "results" / "verify" / "provenance.json").read_text())
     assert provenance["params"]["data"]["val_images"] == 3
     assert provenance["code"]["package"]
+
+
+def test_dvc_tracks_experiments_metrics_plots_and_models(project: Path) -> None:
+    """The README's experiment workflow: a baseline commit, `dvc exp run -S`, then the comparisons."""
+    _dvc_init(project)
+    _dvc(project, "repro")
+    _commit(project, "baseline")
+    tracked = _run(["git", "ls-files", "results"], project).split()
+    assert set(tracked) == {"results/score/ap.json", "results/benchmark/latency_ms.json",
+                            "results/train/metrics.csv", *(f"results/score/pr/{s}.csv" for s in ("easy", "medium", "hard"))}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    cached = {o["path"] for stage in lock.values() for o in stage.get("outs", []) if "md5" in o and
+              (project / ".dvc" / "cache" / "files" / "md5" / o["md5"][:2] / o["md5"][2:]).is_file()}
+    model = yaml.safe_load((project / "params.yaml").read_text())["train"]["model"]
+    assert {"results/train/final.pt", f"results/export/{model}.onnx"} <= cached, "models are cached outputs"
+
+    output = _dvc(project, "exp", "run", "-S", "train.epochs=2", "-n", "two-epochs")
+    assert _dvc_ran(output) == AFTER_TRAIN
+    import json
+
+    rows = json.loads(_dvc(project, "exp", "show", "--json"))
+    baseline = rows[-1] if rows[-1]["rev"] != "workspace" else rows[0]
+    baseline = next(r for r in rows if r["rev"] != "workspace")
+    experiments = baseline["experiments"] or []
+    runs = [exp["revs"][0] for exp in experiments]
+    assert [run["name"] for run in runs] == ["two-epochs"]
+
+    def ap_and_epochs(rev: dict) -> tuple[dict, int]:
+        data = rev["data"]
+        ap = data["metrics"]["results/score/ap.json"]["data"]["ap"]
+        return ap, data["params"]["params.yaml"]["data"]["train"]["epochs"]
+
+    base_ap, base_epochs = ap_and_epochs(baseline)
+    exp_ap, exp_epochs = ap_and_epochs(runs[0])
+    assert (base_epochs, exp_epochs) == (1, 2)
+    assert set(base_ap) == set(exp_ap) == {"easy", "medium", "hard"}
+
+    diff = json.loads(_dvc(project, "metrics", "diff", "--json"))  # HEAD (baseline) vs the workspace (the experiment)
+    changed = diff["diff"]["results/score/ap.json"]
+    assert "num_predictions" in changed or any(key.startswith("ap.") for key in changed), changed
+    assert "results/benchmark/latency_ms.json" in diff["diff"]
+    assert json.loads(_dvc(project, "params", "diff", "--json"))["diff"]["params.yaml"]["train.epochs"] == {
+        "old": 1, "new": 2}
+
+    plots = json.loads(_dvc(project, "plots", "diff", "--json", "HEAD"))
+    assert {"loss", "attention_entropy", "precision_recall"} <= set(plots)
+    for name in ("loss", "precision_recall"):
+        revisions = {r for p in plots[name] for r in p.get("revisions", [])}
+        assert len(revisions) == 2, (name, revisions)  # the baseline's curves and the experiment's
+
+
+def test_slurm_profile_dry_runs(project: Path) -> None:
+    pytest.importorskip("snakemake_executor_plugin_slurm",
+                        reason="the SLURM executor plugin is not installed (pip install -e '.[cluster]')")
+    output = _run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n"], project)
+    assert "This was a dry-run" in output
+    train = output[output.index("rule train:"):]
+    train = train[:train.index("\n\n")]
+    assert "gpu=1" in train and "slurm_partition=gpu" in train, train

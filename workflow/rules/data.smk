@@ -13,8 +13,14 @@ rule download:
         provenance=f"{DATA}/provenance.json",
     params:
         data=config["data"],
+    log:
+        "logs/download.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,  # minutes: the full WIDER FACE download (gdown) takes the longest
     shell:
-        "featherface download --params {PARAMS_FILE} --quiet"
+        "featherface download --params {PARAMS_FILE} --quiet > {log} 2>&1"
 
 
 rule verify:
@@ -29,5 +35,11 @@ rule verify:
     params:
         data=config["data"],
         verify=config["verify"],
+    log:
+        "logs/verify.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     shell:
-        "featherface verify --params {PARAMS_FILE} --quiet"
+        "featherface verify --params {PARAMS_FILE} --quiet > {log} 2>&1"

@@ -1,11 +1,12 @@
 # Deployment and report stages:
-#   export     the predict section's model and weights to ONNX (dynamic batch / height / width, opset 19), checked
-#              against eager PyTorch before it is written; results/export/<model>.onnx and summary.json (parity)
-#   benchmark  a quick CPU latency measurement of that model (ONNX Runtime fp32, bare network and end to end, at 1
-#              and 2 threads, 10 runs); results/benchmark/latency.json and latency.md
+#   export     the predict section's model and weights (the model the score stage measured) to ONNX with the
+#              export: section's settings, checked against eager PyTorch before it is written;
+#              results/export/<model>.onnx and summary.json (parity)
+#   benchmark  a quick CPU latency measurement of that model with the benchmark: section's settings (ONNX Runtime,
+#              bare network and end to end); results/benchmark/latency.json, latency.md and latency_ms.json (the
+#              medians: DVC metrics)
 #   report     one Markdown document with the tables, plots and provenance of every stage; results/report/
-# The export and benchmark settings are fixed here (and repeated in dvc.yaml: change both together); the
-# --provenance flag records them, the git commit and the sha256 of the weights in each stage's provenance.json.
+# Each stage's provenance.json records its settings, the git commit and the sha256 of the weights.
 
 EXPORT_DIR = "results/export"
 BENCHMARK_DIR = "results/benchmark"
@@ -15,7 +16,7 @@ DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
-    "featherface/export.py", "featherface/onnx_ops.py"
+    "featherface/export.py", "featherface/onnx_ops.py", "featherface/deploy.py"
 ]
 BENCHMARK_CODE = EXPORT_CODE + ["featherface/benchmark.py", "featherface/runtime.py", "featherface/postprocess.py"]
 
@@ -29,11 +30,17 @@ rule export:
         summary=f"{EXPORT_DIR}/summary.json",
         provenance=f"{EXPORT_DIR}/provenance.json",
     params:
+        export=config["export"],
         model=DEPLOY_MODEL,
         weights=DEPLOY_WEIGHTS,
+    log:
+        "logs/export.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
-        "featherface export {params.model} --weights {params.weights} --format onnx --opset 19 "
-        "--input-size 640 640 --output {output.model} --summary {output.summary} --provenance"
+        "featherface export --params {PARAMS_FILE} > {log} 2>&1"
 
 
 rule benchmark:
@@ -44,14 +51,20 @@ rule benchmark:
     output:
         json=f"{BENCHMARK_DIR}/latency.json",
         markdown=f"{BENCHMARK_DIR}/latency.md",
+        metrics=f"{BENCHMARK_DIR}/latency_ms.json",
         provenance=f"{BENCHMARK_DIR}/provenance.json",
     params:
+        benchmark=config["benchmark"],
         model=DEPLOY_MODEL,
         weights=DEPLOY_WEIGHTS,
+    log:
+        "logs/benchmark.log",
+    threads: max(config["benchmark"]["threads"])  # the whole measurement alone on its cores
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
-        "featherface benchmark --models {params.model} --weights {params.model}={params.weights} --no-retinaface "
-        "--no-profile --no-torch --input-size 640 640 --threads 1 2 --runs 10 --warmup 2 "
-        "--json {output.json} --markdown {output.markdown} --provenance"
+        "featherface benchmark --params {PARAMS_FILE} > {log} 2>&1"
 
 
 rule report:
@@ -63,9 +76,16 @@ rule report:
         train=["results/train/final.pt", "results/train/provenance.json"],  # the report reads metrics.csv beside them
         predict=["results/predict/summary.json", "results/predict/provenance.json"],
         score=["results/score/ap.json", "results/score/pr_curves.png", "results/score/provenance.json"],
+        references=["results/references/references.json", "results/references/provenance.json"],
         export=[f"{EXPORT_DIR}/summary.json", f"{EXPORT_DIR}/provenance.json"],
         benchmark=[f"{BENCHMARK_DIR}/latency.json", f"{BENCHMARK_DIR}/provenance.json"],
     output:
         report=directory(REPORT_DIR),
+    log:
+        "logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     shell:
-        "featherface report --params {PARAMS_FILE} --out {output.report}"
+        "featherface report --params {PARAMS_FILE} --out {output.report} > {log} 2>&1"

@@ -1,11 +1,13 @@
-# Model stages: validate (build, budget, shapes, ODConv golden vectors), predict (val prediction files) and
-# score (Easy / Medium / Hard AP, PR curves).
+# Model stages: validate (build, budget, shapes, ODConv golden vectors), predict (val prediction files of the
+# predict section's model: in the default pipeline, the train stage's checkpoint), score (Easy / Medium / Hard
+# AP, PR curves) and references (the reference detectors of the references section on the same val images).
 
 MODEL_CODE = py_files("featherface/nn", "featherface/models") + ["featherface/validate.py"]
 DETECT_CODE = (
     py_files("featherface/nn", "featherface/models", "featherface/ops")
     + ["featherface/postprocess.py", "featherface/api.py", "featherface/images.py", "featherface/eval/predict.py"]
 )
+PR_CSV = [f"results/score/pr/{setting}.csv" for setting in ("easy", "medium", "hard")]
 
 
 rule validate:
@@ -16,8 +18,14 @@ rule validate:
         provenance="results/validate/provenance.json",
     params:
         validate=config["validate"],
+    log:
+        "logs/validate.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
-        "featherface validate --params {PARAMS_FILE}"
+        "featherface validate --params {PARAMS_FILE} > {log} 2>&1"
 
 
 rule predict:
@@ -31,8 +39,14 @@ rule predict:
         provenance="results/predict/provenance.json",
     params:
         predict=config["predict"],
+    log:
+        "logs/predict.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
     shell:
-        "featherface predict --params {PARAMS_FILE} --quiet"
+        "featherface predict --params {PARAMS_FILE} --quiet > {log} 2>&1"
 
 
 rule score:
@@ -43,8 +57,39 @@ rule score:
     output:
         ap="results/score/ap.json",
         plot="results/score/pr_curves.png",
+        pr_csv=PR_CSV,
         provenance="results/score/provenance.json",
     params:
         score=config["score"],
+    log:
+        "logs/score.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
-        "featherface score --params {PARAMS_FILE}"
+        "featherface score --params {PARAMS_FILE} > {log} 2>&1"
+
+
+rule references:
+    input:
+        code=DETECT_CODE + py_files("featherface/eval") + [
+            "featherface/references.py", "featherface/peers.py", "featherface/runtime.py"
+        ],
+        widerface=f"{DATA}/widerface",
+        weights=sorted({produced_or_file(d["weights"]) for d in config["references"]["detectors"] if d["weights"]}),
+    output:
+        references="results/references/references.json",
+        provenance="results/references/provenance.json",
+    params:
+        references=config["references"],
+        protocol={key: config["predict"][key] for key in PredictConfig.PROTOCOL_KEYS},
+        score=config["score"],
+    log:
+        "logs/references.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "featherface references --params {PARAMS_FILE} --quiet > {log} 2>&1"

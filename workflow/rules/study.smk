@@ -42,9 +42,16 @@ rule study_train:
         init=lambda w: STUDY_RUNS[w.run][1],
         epochs=study_epochs,
         fine_tune_epochs=FINE_TUNE_EPOCHS,
+    log:
+        f"logs/study/{{run}}/train.log",
+    threads: 8
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=24 * 60,
     shell:
         "featherface train --params {PARAMS_FILE} --set train.model={params.model} --set train.init={params.init} "
-        "{params.epochs} --out {STUDY_DIR}/{wildcards.run} --resume --quiet"
+        "{params.epochs} --out {STUDY_DIR}/{wildcards.run} --resume --quiet > {log} 2>&1"
 
 
 rule study_predict:  # priority: score a finished run before the next one trains
@@ -58,9 +65,15 @@ rule study_predict:  # priority: score a finished run before the next one trains
     params:
         predict=config["predict"],
         model=lambda w: STUDY_RUNS[w.run][0],
+    log:
+        f"logs/study/{{run}}/predict.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
     shell:
         "featherface predict --params {PARAMS_FILE} --set predict.model={params.model} "
-        "--set predict.weights={input.final} --out {STUDY_DIR}/{wildcards.run}/predict --quiet"
+        "--set predict.weights={input.final} --out {STUDY_DIR}/{wildcards.run}/predict --quiet > {log} 2>&1"
 
 
 rule study_score:
@@ -73,9 +86,15 @@ rule study_score:
     params:
         score=config["score"],
         model=lambda w: STUDY_RUNS[w.run][0],
+    log:
+        f"logs/study/{{run}}/score.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
         "featherface score --params {PARAMS_FILE} --set predict.model={params.model} "
-        "--predictions {input.predictions} --out {STUDY_DIR}/{wildcards.run}/score"
+        "--predictions {input.predictions} --out {STUDY_DIR}/{wildcards.run}/score > {log} 2>&1"
 
 
 rule study_table:
@@ -86,5 +105,8 @@ rule study_table:
         json=f"{STUDY_DIR}/table.json",
     params:
         study=config.get("study", {}),
+    log:
+        "logs/study/table.log",
+    threads: 1
     shell:
-        "featherface study-table --params {PARAMS_FILE} --out {STUDY_DIR}"
+        "featherface study-table --params {PARAMS_FILE} --out {STUDY_DIR} > {log} 2>&1"

@@ -3,6 +3,9 @@
 # train section, the old last.pt and metrics.csv are kept aside as *.stale-<time>.* and training starts afresh.
 # last.pt and metrics.csv are not declared outputs, so Snakemake never deletes them before a rerun (the metrics of
 # the epochs before an interruption stay); final.pt marks the stage as done.
+# Resources: one GPU (`gpu=1`: the SLURM profile turns it into --gpus=1; a local run ignores it and trains on
+# what train.device finds), all the cores the run allows. On a CPU-only cluster: --set-resources train:gpu=0.
+# Several GPUs on one node: see the README, "Scaling up" (torchrun).
 
 TRAIN_CODE = py_files(
     "featherface/train", "featherface/nn", "featherface/models", "featherface/data", "featherface/ops"
@@ -19,5 +22,12 @@ rule train:
         provenance="results/train/provenance.json",
     params:
         train=config["train"],
+    log:
+        "logs/train.log",
+    threads: 8
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=24 * 60,
     shell:
-        "featherface train --params {PARAMS_FILE} --resume auto --quiet"
+        "featherface train --params {PARAMS_FILE} --resume auto --quiet > {log} 2>&1"
