@@ -218,6 +218,37 @@ def build_model_from_checkpoint(path: str | os.PathLike[str], map_location: str 
     return model.eval()
 
 
+def load_trained_model(
+    path: str | os.PathLike[str], model_name: str | None = None, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """A trained model from its weights file, in eval mode.
+
+    Args:
+        path: a checkpoint of ours (it records its architecture) or a FeatherFace fork state dict.
+        model_name: a registered model name to build and load ``path`` into (needed for a fork state dict, which
+            does not record its architecture); None rebuilds the architecture a checkpoint of ours records.
+
+    Raises:
+        FileNotFoundError, KeyError (unknown model name), CheckpointError (unreadable, or weights that do not fit).
+    """
+    from featherface.models.registry import create_model
+
+    if model_name is None:
+        try:
+            return build_model_from_checkpoint(path, map_location)
+        except CheckpointError as err:
+            if detect_format(read_checkpoint(path)) != "fork":
+                raise
+            raise CheckpointError(
+                f"{path}: a FeatherFace fork state dict does not record its architecture; name the model "
+                "(e.g. 'featherface_v1' for featherface_v1_fork.pth)"
+            ) from err
+    model = create_model(model_name)
+    report = load_weights(model, path, map_location)
+    log.info("loaded %s into %s: %d tensors", path, model_name, len(report.loaded))
+    return model.eval()
+
+
 def load_weights(
     model: nn.Module, path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> LoadReport:

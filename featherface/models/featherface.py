@@ -51,6 +51,8 @@ __all__ = [
 ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv")
 #: Attention sites: after the backbone stages (c3, c4, c5) and after the BiFPN outputs (p3, p4, p5).
 ATTENTION_SITES: tuple[str, ...] = ("c3", "c4", "c5", "p3", "p4", "p5")
+#: The 3x3 convolution of the SSH context modules (:data:`featherface.nn.ssh.CONV_KINDS`).
+CONTEXT_CONVS: tuple[str, ...] = ("deformable", "odconv")
 #: Strides of the three detection levels.
 STRIDES: tuple[int, int, int] = (8, 16, 32)
 
@@ -79,6 +81,10 @@ class FeatherFaceConfig:
         attention_site_kwargs: per-site keyword arguments that replace those of ``attention_kwargs`` at that site,
             ``{site: {name: value}}`` (e.g. ``{"p3": {"kernel_num": 4}}``); stored as sorted pairs. Read them with
             :meth:`options_at`.
+        context_conv: the 3x3 convolution of the SSH context modules, ``"deformable"`` (DCNv2, FeatherFace) or
+            ``"odconv"`` (:class:`~featherface.nn.ssh.ODConvBN`).
+        context_kwargs: options of the ODConv context convs (``kernel_num``, ``reduction``, ``min_channel``), a
+            dict or (name, value) pairs; stored as sorted pairs.
     """
 
     width: int = 52
@@ -87,6 +93,8 @@ class FeatherFaceConfig:
     attention_sites: tuple[str, ...] = ATTENTION_SITES
     attention_kwargs: tuple[tuple[str, Any], ...] = field(default=())
     attention_site_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+    context_conv: str = "deformable"
+    context_kwargs: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0 or self.width % 4:
@@ -139,6 +147,13 @@ class FeatherFaceConfig:
             if any(not isinstance(k, str) for k in site_pairs):
                 raise ValueError(f"FeatherFaceConfig.attention_site_kwargs[{site!r}]: names must be strings")
         object.__setattr__(self, "attention_site_kwargs", _freeze({s: dict(v) for s, v in per_site.items()}))
+        if self.context_conv not in CONTEXT_CONVS:
+            raise ValueError(f"FeatherFaceConfig.context_conv: {self.context_conv!r} is not one of "
+                             f"{list(CONTEXT_CONVS)}{_suggest(str(self.context_conv), CONTEXT_CONVS)}")
+        context = dict(self.context_kwargs)
+        if context and self.context_conv == "deformable":
+            raise ValueError(f"FeatherFaceConfig.context_kwargs {sorted(context)} need context_conv='odconv'")
+        object.__setattr__(self, "context_kwargs", _freeze(context))
 
     @property
     def attention_options(self) -> dict[str, Any]:
@@ -165,6 +180,8 @@ class FeatherFaceConfig:
             "attention_kwargs": {k: _thaw(v) for k, v in self.attention_kwargs},
             **({"attention_site_kwargs": {s: {k: _thaw(v) for k, v in kw} for s, kw in self.attention_site_kwargs}}
                if self.attention_site_kwargs else {}),
+            **({"context_conv": self.context_conv, "context_kwargs": {k: _thaw(v) for k, v in self.context_kwargs}}
+               if self.context_conv != "deformable" else {}),
         }
 
     @classmethod
@@ -267,7 +284,10 @@ class FeatherFace(nn.Module):
         self.neck = BiFPN(BACKBONE_CHANNELS, c, config.bifpn_repeats)
         # RetinaFace's rule: LeakyReLU(0.1) in the SSH when C <= 64, ReLU otherwise.
         slope = 0.1 if c <= 64 else 0.0
-        self.context = nn.ModuleList([SSH(c, negative_slope=slope) for _ in STRIDES])
+        self.context = nn.ModuleList([
+            SSH(c, negative_slope=slope, conv=config.context_conv, conv_kwargs=dict(config.context_kwargs))
+            for _ in STRIDES
+        ])
         self.heads = DetectionHeads(c, num_levels=len(STRIDES), num_anchors=2)
 
     @staticmethod

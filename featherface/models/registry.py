@@ -10,6 +10,9 @@ name                        architecture                                        
 ``featherface_odconv4``     ODConv attention at c3, c4 (1 kernel) and p3, p4, p5 (4 kernels:  486,884
                             kernel attention), no c5 block (docs/odconv_design.md)
 ``featherface_v1``          trunk only, C = 56, R = 2 (the fork's "V1" checkpoint)      489,015
+``featherface_odconv_ssh``  V1's trunk (C = 56, R = 2) with ODConv 2x (official            478,539
+                            attention defaults) in place of every deformable SSH conv;
+                            no attention blocks at the six sites (docs/odconv_design.md)
 ==========================  ==========================================================  ===========
 
 Overrides are :class:`~featherface.models.featherface.FeatherFaceConfig` fields, validated by name
@@ -66,12 +69,18 @@ def _v1() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none")
 
 
+def _odconv_ssh() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none", context_conv="odconv",
+                             context_kwargs={"kernel_num": 2, "reduction": 1 / 16, "min_channel": 16})
+
+
 _MODELS: dict[str, Callable[[], FeatherFaceConfig]] = {
     "featherface_none": _none,
     "featherface_cbam": _cbam,
     "featherface_odconv": _odconv,
     "featherface_odconv4": _odconv4,
     "featherface_v1": _v1,
+    "featherface_odconv_ssh": _odconv_ssh,
 }
 
 

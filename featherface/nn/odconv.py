@@ -335,6 +335,49 @@ class ODConv2d(nn.Module):
         """True when the kernel itself is sample-independent (k = 1 and n = 1)."""
         return self.kernel_size == 1 and self.kernel_num == 1
 
+    def neutral_attention_gain(self) -> float:
+        """The product of the attentions that multiply every kernel tap when the heads output zero logits.
+
+        sigmoid(0) = 0.5 for the channel head, the filter head (unless skipped) and the spatial head (unless
+        skipped); the kernel softmax of zeros gives 1/n to each of n kernels, which sum to 1 when equal.
+        """
+        gain = 0.5
+        if self.attention.filter_fc is not None:
+            gain *= 0.5
+        if self.attention.spatial_fc is not None:
+            gain *= 0.5
+        return gain
+
+    @torch.no_grad()
+    def init_from_static(self, weight: torch.Tensor, kernel_noise: float = 0.0,
+                         generator: torch.Generator | None = None) -> None:
+        """Start as the static convolution ``weight`` (Cout, Cin/groups, k, k): the module's output equals
+        ``F.conv2d(x, weight)`` for every input until training moves it.
+
+        The four attention heads get zero weights and biases (every attention at its neutral value:
+        sigmoid 0.5, softmax 1/n, whatever the input), and every candidate kernel becomes
+        ``weight / neutral_attention_gain() + noise_i`` with zero-mean noise across the n kernels
+        (``sum_i noise_i = 0``), so the kernel mix at uniform kernel attention is exactly ``weight`` while
+        the kernels differ (identical kernels would get identical gradients and the kernel attention none).
+
+        Args:
+            weight: (Cout, Cin/groups, k, k), e.g. the regular weight of a deformable conv or of ``nn.Conv2d``.
+            kernel_noise: standard deviation of the noise, relative to the standard deviation of the scaled weight.
+            generator: random generator of the noise.
+        """
+        expected = tuple(self.weight.shape[1:])
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"ODConv2d.init_from_static: weight of shape {tuple(weight.shape)}, expected {expected}")
+        for head in (self.attention.channel_fc, self.attention.filter_fc, self.attention.spatial_fc,
+                     self.attention.kernel_fc):
+            if head is not None:
+                head.weight.zero_()
+                head.bias.zero_()
+        scaled = weight.to(self.weight) / self.neutral_attention_gain()
+        noise = torch.randn(self.weight.shape, generator=generator, dtype=self.weight.dtype).to(self.weight.device)
+        noise = (noise - noise.mean(dim=0, keepdim=True)) * (kernel_noise * float(scaled.std()))
+        self.weight.copy_(scaled.unsqueeze(0) + noise)
+
     # ------------------------------------------------------------------------------------------ attentions
     def attentions(self, x: torch.Tensor) -> ODConvAttentions:
         """The four attentions and the hidden features for x (B, Cin, H, W), official shapes, ones if skipped."""
