@@ -18,7 +18,8 @@ pre-softmax class scores with column 1 = face.
 
 Variants (:mod:`featherface.models.registry`): ``attention="none"`` (the trunk, 475,735 params at
 C = 52, R = 3), ``"cbam"`` (488,664), ``"odconv"`` (ODConv attention of
-:mod:`featherface.nn.odconv_attention`).
+:mod:`featherface.nn.odconv_attention`), ``"eca_sam"`` (the fork's ECA + spatial attention of
+:mod:`featherface.nn.eca_sam`, 476,345).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: Kinds of attention block.
-ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv")
+ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv", "eca_sam")
 #: Attention sites: after the backbone stages (c3, c4, c5) and after the BiFPN outputs (p3, p4, p5).
 ATTENTION_SITES: tuple[str, ...] = ("c3", "c4", "c5", "p3", "p4", "p5")
 #: The 3x3 convolution of the SSH context modules (:data:`featherface.nn.ssh.CONV_KINDS`).
@@ -73,7 +74,7 @@ class FeatherFaceConfig:
     Attributes:
         width: BiFPN / SSH / head channels C (positive, divisible by 4 for the SSH).
         bifpn_repeats: number of BiFPN cells R (>= 1).
-        attention: ``"none"``, ``"cbam"`` or ``"odconv"``.
+        attention: ``"none"``, ``"cbam"``, ``"odconv"`` or ``"eca_sam"``.
         attention_sites: where attention blocks sit, a subset of :data:`ATTENTION_SITES`
             (stored in canonical order). Ignored when ``attention == "none"``.
         attention_kwargs: keyword arguments of the attention block, given as a dict or as
@@ -215,7 +216,8 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
 
     Args:
         kind: ``"none"`` (identity), ``"cbam"`` (:class:`featherface.nn.cbam.CBAM`) or ``"odconv"``
-            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily).
+            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily) or ``"eca_sam"``
+            (:class:`featherface.nn.eca_sam.ECASAM`, the fork's ECA + spatial attention).
         channels: C.
         **kwargs: forwarded to the block's constructor.
     """
@@ -233,6 +235,10 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
                 f"attention='odconv' needs featherface.nn.odconv_attention.ODConvAttention: {err}"
             ) from err
         return ODConvAttention(channels, **kwargs)
+    if kind == "eca_sam":
+        from featherface.nn.eca_sam import ECASAM
+
+        return ECASAM(channels, **kwargs)
     raise ValueError(
         f"unknown attention kind {kind!r}{_suggest(kind, ATTENTION_KINDS)}; known: {list(ATTENTION_KINDS)}"
     )

@@ -5,6 +5,8 @@ name                        architecture                                        
 ==========================  ==========================================================  ===========
 ``featherface_none``        trunk only, C = 52, R = 3                                   475,735
 ``featherface_cbam``        CBAM (r = 16) at the six sites, C = 52, R = 3 (the paper's)  488,664
+``featherface_eca_sam``     ECA + spatial attention at the six sites, C = 52, R = 3      476,345
+                            (the fork's ``featherface_eca_cbam_fork.pth``; :mod:`featherface.nn.eca_sam`)
 ``featherface_odconv``      ODConv attention at ``RECOMMENDED_SITES`` with               < 490,000
                             ``RECOMMENDED_KWARGS`` (:mod:`featherface.nn.odconv_attention`)
 ``featherface_odconv4``     ODConv attention at c3, c4 (1 kernel) and p3, p4, p5 (4 kernels:  486,884
@@ -36,6 +38,10 @@ def _none() -> FeatherFaceConfig:
 
 def _cbam() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=52, bifpn_repeats=3, attention="cbam")
+
+
+def _eca_sam() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=52, bifpn_repeats=3, attention="eca_sam")
 
 
 def _odconv() -> FeatherFaceConfig:
@@ -77,6 +83,7 @@ def _odconv_ssh() -> FeatherFaceConfig:
 _MODELS: dict[str, Callable[[], FeatherFaceConfig]] = {
     "featherface_none": _none,
     "featherface_cbam": _cbam,
+    "featherface_eca_sam": _eca_sam,
     "featherface_odconv": _odconv,
     "featherface_odconv4": _odconv4,
     "featherface_v1": _v1,
