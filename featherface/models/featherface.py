@@ -53,7 +53,7 @@ ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv", "eca_sam")
 #: Attention sites: after the backbone stages (c3, c4, c5) and after the BiFPN outputs (p3, p4, p5).
 ATTENTION_SITES: tuple[str, ...] = ("c3", "c4", "c5", "p3", "p4", "p5")
 #: The 3x3 convolution of the SSH context modules (:data:`featherface.nn.ssh.CONV_KINDS`).
-CONTEXT_CONVS: tuple[str, ...] = ("deformable", "odconv")
+CONTEXT_CONVS: tuple[str, ...] = ("deformable", "odconv", "plain")
 #: Strides of the three detection levels.
 STRIDES: tuple[int, int, int] = (8, 16, 32)
 
@@ -82,8 +82,8 @@ class FeatherFaceConfig:
         attention_site_kwargs: per-site keyword arguments that replace those of ``attention_kwargs`` at that site,
             ``{site: {name: value}}`` (e.g. ``{"p3": {"kernel_num": 4}}``); stored as sorted pairs. Read them with
             :meth:`options_at`.
-        context_conv: the 3x3 convolution of the SSH context modules, ``"deformable"`` (DCNv2, FeatherFace) or
-            ``"odconv"`` (:class:`~featherface.nn.ssh.ODConvBN`).
+        context_conv: the 3x3 convolution of the SSH context modules, ``"deformable"`` (DCNv2, FeatherFace),
+            ``"odconv"`` (:class:`~featherface.nn.ssh.ODConvBN`) or ``"plain"`` (a static 3x3 conv).
         context_kwargs: options of the ODConv context convs (``kernel_num``, ``reduction``, ``min_channel``), a
             dict or (name, value) pairs; stored as sorted pairs.
     """
@@ -152,7 +152,7 @@ class FeatherFaceConfig:
             raise ValueError(f"FeatherFaceConfig.context_conv: {self.context_conv!r} is not one of "
                              f"{list(CONTEXT_CONVS)}{_suggest(str(self.context_conv), CONTEXT_CONVS)}")
         context = dict(self.context_kwargs)
-        if context and self.context_conv == "deformable":
+        if context and self.context_conv != "odconv":
             raise ValueError(f"FeatherFaceConfig.context_kwargs {sorted(context)} need context_conv='odconv'")
         object.__setattr__(self, "context_kwargs", _freeze(context))
 

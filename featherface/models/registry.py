@@ -15,6 +15,7 @@ name                        architecture                                        
 ``featherface_odconv_ssh``  V1's trunk (C = 56, R = 2) with ODConv 2x (official            478,539
                             attention defaults) in place of every deformable SSH conv;
                             no attention blocks at the six sites (docs/odconv_design.md)
+``featherface_plain_ssh``   the same with plain 3x3 convs in the SSH (its control arm)  376,344
 ==========================  ==========================================================  ===========
 
 Overrides are :class:`~featherface.models.featherface.FeatherFaceConfig` fields, validated by name
@@ -75,6 +76,10 @@ def _v1() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none")
 
 
+def _plain_ssh() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none", context_conv="plain")
+
+
 def _odconv_ssh() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none", context_conv="odconv",
                              context_kwargs={"kernel_num": 2, "reduction": 1 / 16, "min_channel": 16})
@@ -88,6 +93,7 @@ _MODELS: dict[str, Callable[[], FeatherFaceConfig]] = {
     "featherface_odconv4": _odconv4,
     "featherface_v1": _v1,
     "featherface_odconv_ssh": _odconv_ssh,
+    "featherface_plain_ssh": _plain_ssh,
 }
 
 

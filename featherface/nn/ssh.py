@@ -29,12 +29,12 @@ from featherface.nn.blocks import channel_shuffle
 from featherface.nn.deform import deform_conv2d_by_sampling
 from featherface.nn.odconv import ODConv2d
 
-__all__ = ["CONV_KINDS", "IMPLEMENTATIONS", "ModulatedDeformConv2d", "DeformConvBN", "ODConvBN", "SSH"]
+__all__ = ["CONV_KINDS", "IMPLEMENTATIONS", "ModulatedDeformConv2d", "DeformConvBN", "ODConvBN", "PlainConvBN", "SSH"]
 
 #: How :class:`ModulatedDeformConv2d` computes the deformable convolution.
 IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sampling", "torchvision")
-#: The 3x3 convolution of the SSH branches: DCNv2 (FeatherFace) or ODConv.
-CONV_KINDS: tuple[str, ...] = ("deformable", "odconv")
+#: The 3x3 convolution of the SSH branches: DCNv2 (FeatherFace), ODConv, or a plain conv (the control arm).
+CONV_KINDS: tuple[str, ...] = ("deformable", "odconv", "plain")
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -167,13 +167,28 @@ class ODConvBN(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+class PlainConvBN(nn.Module):
+    """Conv2d 3x3 (padding 1, no bias) -> BatchNorm2d -> optional LeakyReLU: the SSH conv without adaptivity."""
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act: nn.Module = nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
 def _conv_bn(kind: str, in_channels: int, out_channels: int, negative_slope: float | None,
              conv_kwargs: dict[str, Any]) -> nn.Module:
+    if kind == "odconv":
+        return ODConvBN(in_channels, out_channels, negative_slope, **conv_kwargs)
+    if conv_kwargs:
+        raise ValueError(f"SSH: conv={kind!r} takes no conv options, got {sorted(conv_kwargs)}")
     if kind == "deformable":
-        if conv_kwargs:
-            raise ValueError(f"SSH: conv='deformable' takes no conv options, got {sorted(conv_kwargs)}")
         return DeformConvBN(in_channels, out_channels, negative_slope)
-    return ODConvBN(in_channels, out_channels, negative_slope, **conv_kwargs)
+    return PlainConvBN(in_channels, out_channels, negative_slope)
 
 
 class SSH(nn.Module):
@@ -192,7 +207,7 @@ class SSH(nn.Module):
         negative_slope: LeakyReLU slope of the reduce convs (0.1 in RetinaFace / FeatherFace for
             C <= 64).
         shuffle_groups: channel-shuffle groups (1 disables the shuffle).
-        conv: ``"deformable"`` or ``"odconv"`` (:data:`CONV_KINDS`).
+        conv: ``"deformable"``, ``"odconv"`` or ``"plain"`` (:data:`CONV_KINDS`).
         conv_kwargs: options of the ODConv (``kernel_num``, ``reduction``, ``min_channel``).
 
     Shapes:

@@ -22,6 +22,7 @@ def test_list_models() -> None:
     "name, params",
     [("featherface_none", 475_735), ("featherface_cbam", 488_664), ("featherface_v1", 489_015),
      ("featherface_odconv", 487_529), ("featherface_odconv4", 486_884), ("featherface_odconv_ssh", 478_539),
+     ("featherface_plain_ssh", 376_344),
      ("featherface_eca_sam", 476_345)],
 )
 def test_registered_parameter_counts(name: str, params: int) -> None:

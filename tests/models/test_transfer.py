@@ -69,3 +69,14 @@ def test_static_weight_recognises_static_convs_only() -> None:
     assert static_weight(torch.nn.Conv2d(2, 3, 3, bias=True)) is None
     assert static_weight(ODConv2d(2, 3, 3)) is None
     assert static_weight(torch.nn.BatchNorm2d(3)) is None
+
+
+def test_deformable_to_plain_copies_the_regular_kernels() -> None:
+    source = _trained_like(create_model("featherface_v1", **TINY))
+    _zero_offsets(source)
+    target = create_model("featherface_plain_ssh", **TINY).eval()
+    transfer_weights(source, target)
+    x = torch.randn(1, 3, 64, 64) * 50
+    with torch.no_grad():
+        for a, b in zip(source(x), target(x)):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
