@@ -149,7 +149,8 @@ class DeformConvBN(nn.Module):
 
 
 class ODConvBN(nn.Module):
-    """ODConv 3x3 (:class:`~featherface.nn.odconv.ODConv2d`, padding 1) -> BatchNorm2d -> optional LeakyReLU.
+    """ODConv 3x3 (:class:`~featherface.nn.odconv.ODConv2d`, padding 1, ``unit_neutral_gain`` on unless told
+    otherwise: kernels on the scale of a plain conv's) -> BatchNorm2d -> optional LeakyReLU.
 
     Args:
         in_channels, out_channels: channel counts.
@@ -159,6 +160,7 @@ class ODConvBN(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, negative_slope: float | None, **odconv_kwargs: Any) -> None:
         super().__init__()
+        odconv_kwargs.setdefault("unit_neutral_gain", True)
         self.conv = ODConv2d(in_channels, out_channels, 3, padding=1, **odconv_kwargs)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act: nn.Module = nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope)
