@@ -357,6 +357,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from featherface.data.pack import pack_train_folders
+
+    summary = pack_train_folders(args.folders, args.out, max_side=args.max_side, quality=args.quality)
+    print(f"{args.out}: {summary.images} images ({summary.downscaled} downscaled), {summary.bytes / 2**20:.1f} MiB")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from featherface.train.trainer import NonFiniteLossError, run_training
 
@@ -673,6 +681,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-noise", type=float, default=0.01, help="relative noise between ODConv kernels (0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed of that noise (0)")
     p.set_defaults(func=cmd_transfer)
+
+    p = verbs.add_parser(
+        "pack",
+        help="a compact copy of training folders (downscaled, re-encoded) for a small upload to a GPU machine",
+        description=(
+            "Merge training folders (images/ + label.txt each) into one, every image downscaled to --max-side and "
+            "re-encoded as JPEG at --quality, the label coordinates scaled to match. Example: featherface pack "
+            "../shared/data/widerface/train ../shared/data/widerface_train_extra --out carry/train999"
+        ),
+    )
+    p.add_argument("folders", nargs="+", help="training folders (images/ and label.txt)")
+    p.add_argument("--out", required=True, help="the folder to write (replaced)")
+    p.add_argument("--max-side", type=int, default=800, help="longest image side, pixels (800)")
+    p.add_argument("--quality", type=int, default=50, help="JPEG quality (50: the 999 train images take 50.7 MiB)")
+    p.set_defaults(func=cmd_pack)
 
     p = verbs.add_parser(
         "info",
