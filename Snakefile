@@ -42,6 +42,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/study.smk"
+include: "workflow/rules/builtin.smk"
 include: "workflow/rules/deploy.smk"
 
 

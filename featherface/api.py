@@ -155,32 +155,18 @@ class FaceDetector:
             CheckpointError: an unreadable file, or weights that do not fit the model (listing the missing and
                 unexpected keys and the shape mismatches), or a fork state dict with ``model=None``.
         """
-        from featherface.models.checkpoints import (
-            CheckpointError,
-            build_model_from_checkpoint,
-            detect_format,
-            load_weights,
-            read_checkpoint,
-        )
+        from featherface.models.checkpoints import load_trained_model, load_weights
         from featherface.models.registry import create_model
 
         weights = Path(weights)
         if not weights.is_file():
             raise FileNotFoundError(f"weights file not found: {weights}")
-        if model is None:
-            try:
-                net = build_model_from_checkpoint(weights)
-            except CheckpointError as err:
-                if detect_format(read_checkpoint(weights)) != "fork":
-                    raise
-                raise CheckpointError(
-                    f"{weights}: a FeatherFace fork state dict does not record its architecture; name the model "
-                    "(e.g. 'featherface_v1' for featherface_v1_fork.pth)"
-                ) from err
-        else:
-            net = create_model(model, **dict(model_overrides or {}))
+        if model is not None and model_overrides:
+            net = create_model(model, **dict(model_overrides))
             report = load_weights(net, weights)
             log.info("loaded %s into %s: %d tensors", weights, model, len(report.loaded))
+        else:
+            net = load_trained_model(weights, model)
         return cls(net, settings, device, **overrides)
 
     def _priors_for(self, height: int, width: int) -> torch.Tensor:

@@ -375,6 +375,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from featherface.models.checkpoints import load_trained_model, save_checkpoint
+    from featherface.models.registry import create_model
+    from featherface.models.transfer import transfer_weights
+
+    source = load_trained_model(args.weights, args.source_model)
+    target = create_model(args.model)
+    report = transfer_weights(source, target, kernel_noise=args.kernel_noise, seed=args.seed,
+                              source_name=str(args.weights))
+    save_checkpoint(args.out, target, kind="transfer", source=str(args.weights), model_name=args.model)
+    print(f"{args.out}: {args.model} with {len(report.loaded)} tensors from {args.weights}; "
+          f"{len(report.not_loaded)} kept their initialisation, {len(report.skipped)} source tensors unused")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from featherface.data.pack import pack_train_folders
+
+    summary = pack_train_folders(args.folders, args.out, max_side=args.max_side, quality=args.quality)
+    print(f"{args.out}: {summary.images} images ({summary.downscaled} downscaled), {summary.bytes / 2**20:.1f} MiB")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from featherface.train.trainer import NonFiniteLossError, run_training
 
@@ -709,6 +732,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write provenance.json beside the --json file (settings, git commit, sha256 of weights)")
     _stage_options(p, "benchmark")
     p.set_defaults(func=cmd_benchmark)
+
+    p = verbs.add_parser(
+        "transfer",
+        help="start one model from another's weights (copied by name; static convs become ODConvs)",
+        description=(
+            "Build --model and fill it from a trained checkpoint: tensors with the same name and shape are copied, "
+            "an ODConv whose counterpart is a static or deformable conv starts as that conv's kernel (neutral "
+            "attentions), deformable offsets are dropped. Writes a checkpoint of ours (the train stage does the same "
+            "with train.init: checkpoint). Example: featherface transfer --source-model featherface_v1 --weights "
+            "featherface_v1_fork.pth --model featherface_odconv_ssh --out odconv_ssh_init.pt"
+        ),
+    )
+    p.add_argument("--weights", required=True, help="the trained checkpoint (ours, or a fork state dict)")
+    p.add_argument("--source-model", help="its registered model (needed for a fork state dict)")
+    p.add_argument("--model", required=True, help="the registered model to build")
+    p.add_argument("--out", required=True, help="the checkpoint to write")
+    p.add_argument("--kernel-noise", type=float, default=0.01, help="relative noise between ODConv kernels (0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that noise (0)")
+    p.set_defaults(func=cmd_transfer)
+
+    p = verbs.add_parser(
+        "pack",
+        help="a compact copy of training folders (downscaled, re-encoded) for a small upload to a GPU machine",
+        description=(
+            "Merge training folders (images/ + label.txt each) into one, every image downscaled to --max-side and "
+            "re-encoded as JPEG at --quality, the label coordinates scaled to match. Example: featherface pack "
+            "../shared/data/widerface/train ../shared/data/widerface_train_extra --out carry/train999"
+        ),
+    )
+    p.add_argument("folders", nargs="+", help="training folders (images/ and label.txt)")
+    p.add_argument("--out", required=True, help="the folder to write (replaced)")
+    p.add_argument("--max-side", type=int, default=800, help="longest image side, pixels (800)")
+    p.add_argument("--quality", type=int, default=50, help="JPEG quality (50: the 999 train images take 50.7 MiB)")
+    p.set_defaults(func=cmd_pack)
 
     p = verbs.add_parser(
         "info",

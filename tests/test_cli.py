@@ -15,7 +15,7 @@ from featherface.eval.prediction_files import write_prediction_folder
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report", "references",
+    "study-table", "report", "references", "transfer", "pack",
 )
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
@@ -252,3 +252,28 @@ def test_export_and_benchmark_stages_take_their_settings_from_the_file_only(
     # the weights of the predict section must exist
     assert main(["export", "--params", str(params), "--set", "predict.weights=missing.pt"]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from featherface.models.checkpoints import build_model_from_checkpoint, load_weights
+    from featherface.models.registry import create_model
+
+    out = tmp_path / "init.pt"
+    assert main(["transfer", "--source-model", "featherface_v1", "--weights", str(v1_weights), "--model",
+                 "featherface_odconv_ssh", "--out", str(out)]) == 0
+    assert "60 source tensors unused" in capsys.readouterr().out  # the 15 deformable convs' offset / mask convs
+    student = build_model_from_checkpoint(out)
+    teacher = create_model("featherface_v1")
+    load_weights(teacher, v1_weights)
+    for m in teacher.modules():  # V1 without its offsets is what the student starts as
+        if hasattr(m, "offset_conv"):
+            for conv in (m.offset_conv, m.mask_conv):
+                torch.nn.init.zeros_(conv.weight)
+                torch.nn.init.zeros_(conv.bias)
+    x = torch.randn(1, 3, 96, 128) * 50
+    with torch.no_grad():
+        for a, b in zip(teacher.eval()(x), student(x)):
+            assert torch.allclose(a, b, atol=1e-4)

@@ -64,6 +64,8 @@ def test_budget_below_a_model_fails_that_model() -> None:
     assert cbam.problems == ["488,664 parameters exceed the budget of 480,000"]
     none = check_model("featherface_none", cfg)
     assert none.within_budget and none.shapes_ok
+    eca_sam = check_model("featherface_eca_sam", cfg)
+    assert eca_sam.parameters == 476_345 and eca_sam.within_budget and eca_sam.shapes_ok
     report = ValidateReport([none, cbam], [], "skipped", 480_000)
     assert not report.ok
 

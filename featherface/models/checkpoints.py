@@ -12,7 +12,9 @@ Foreign formats mapped here (and nowhere else):
 
 * the fokouarnaud/FeatherFace fork's raw state dicts (``featherface_v1_fork.pth``,
   ``featherface_eca_cbam_fork.pth``): keys ``body.stageN.*``, ``bifpn.N.*``, ``ssh1..3.*``,
-  ``ClassHead/BboxHead/LandmarkHead.{0,1,2}.conv1x1.*`` -> :func:`convert_fork_state_dict`,
+  ``ClassHead/BboxHead/LandmarkHead.{0,1,2}.conv1x1.*``, and the ECA + spatial attention blocks
+  ``backbone_attention_{0,1,2}`` / ``bifpn_attention_{0,1,2}.{eca,sam}.conv.weight`` ->
+  ``attention.{c3..c5,p3..p5}.{channel_gate,spatial_gate}.conv.weight`` -> :func:`convert_fork_state_dict`,
   :func:`load_fork_weights`;
 * the ImageNet MobileNetV1-0.25 (``mobilenetV1X0.25_pretrain.tar``: ``{"state_dict":
   {"module.stageN.*", "module.fc.*"}, ...}``) -> :func:`load_imagenet_backbone`.
@@ -26,7 +28,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 from torch import nn
@@ -218,6 +220,37 @@ def build_model_from_checkpoint(path: str | os.PathLike[str], map_location: str 
     return model.eval()
 
 
+def load_trained_model(
+    path: str | os.PathLike[str], model_name: str | None = None, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """A trained model from its weights file, in eval mode.
+
+    Args:
+        path: a checkpoint of ours (it records its architecture) or a FeatherFace fork state dict.
+        model_name: a registered model name to build and load ``path`` into (needed for a fork state dict, which
+            does not record its architecture); None rebuilds the architecture a checkpoint of ours records.
+
+    Raises:
+        FileNotFoundError, KeyError (unknown model name), CheckpointError (unreadable, or weights that do not fit).
+    """
+    from featherface.models.registry import create_model
+
+    if model_name is None:
+        try:
+            return build_model_from_checkpoint(path, map_location)
+        except CheckpointError as err:
+            if detect_format(read_checkpoint(path)) != "fork":
+                raise
+            raise CheckpointError(
+                f"{path}: a FeatherFace fork state dict does not record its architecture; name the model "
+                "(e.g. 'featherface_v1' for featherface_v1_fork.pth)"
+            ) from err
+    model = create_model(model_name)
+    report = load_weights(model, path, map_location)
+    log.info("loaded %s into %s: %d tensors", path, model_name, len(report.loaded))
+    return model.eval()
+
+
 def load_weights(
     model: nn.Module, path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> LoadReport:
@@ -334,6 +367,10 @@ _RE_SSH = re.compile(
 )
 _RE_HEAD = re.compile(r"^(ClassHead|BboxHead|LandmarkHead)\.(\d+)\.conv1x1\.(.+)$")
 _RE_FORK_ATTENTION = re.compile(r"^(backbone_attention_\d+|bifpn_attention_\d+|backbone_cbam_\d+|attention_cbam_\d+)\.")
+_RE_FORK_ECA_SAM = re.compile(r"^(backbone|bifpn)_attention_([012])\.(eca|sam)\.conv\.weight$")
+#: The fork's ECA + spatial attention blocks -> our sites and :class:`~featherface.nn.eca_sam.ECASAM` gates.
+_FORK_ATTENTION_SITES = {"backbone": ("c3", "c4", "c5"), "bifpn": ("p3", "p4", "p5")}
+_FORK_ATTENTION_GATES = {"eca": "channel_gate", "sam": "spatial_gate"}
 
 
 def _strip_module(key: str) -> str:
@@ -388,26 +425,63 @@ def _map_fork_key(key: str) -> str | None:
     return None
 
 
+def _map_fork_attention_key(key: str) -> str | None:
+    """Fork ECA + spatial attention key -> our ``attention.<site>.<gate>.conv.weight`` key, or None.
+
+    ``backbone_attention_{0,1,2}`` sit on C3 / C4 / C5, ``bifpn_attention_{0,1,2}`` on P3 / P4 / P5;
+    ``eca`` is :class:`~featherface.nn.eca_sam.ECASAM`'s ``channel_gate``, ``sam`` its ``spatial_gate``.
+    """
+    m = _RE_FORK_ECA_SAM.match(key)
+    if not m:
+        return None
+    place, index, gate = m.groups()
+    return f"attention.{_FORK_ATTENTION_SITES[place][int(index)]}.{_FORK_ATTENTION_GATES[gate]}.conv.weight"
+
+
+def _fork_eca_sam_keys() -> list[str]:
+    """Every key of the fork's six ECA + spatial attention blocks (12 tensors)."""
+    return [
+        f"{place}_attention_{i}.{gate}.conv.weight"
+        for place in _FORK_ATTENTION_SITES
+        for i in range(3)
+        for gate in _FORK_ATTENTION_GATES
+    ]
+
+
 def _fork_attention_reason(key: str) -> str:
     if ".eca." in key:
-        return "fork ECA channel attention (ECA + spatial attention block): no counterpart in this library"
+        return ("fork ECA channel attention (ECA + spatial attention block): no counterpart in this model "
+                "(featherface_eca_sam has one)")
     if ".sam." in key:
-        return "fork spatial attention (ECA + spatial attention block): no counterpart in this library"
+        return ("fork spatial attention (ECA + spatial attention block): no counterpart in this model "
+                "(featherface_eca_sam has one)")
     return "fork residual CBAM block: a different design from ours, not loaded"
 
 
-def convert_fork_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def convert_fork_state_dict(
+    state_dict: Mapping[str, torch.Tensor], target_keys: Collection[str] = ()
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Rename a fork state dict to our key names.
 
+    Args:
+        state_dict: the fork's tensors.
+        target_keys: the target model's state-dict keys. The fork's ECA + spatial attention tensors
+            (``backbone_attention_*`` / ``bifpn_attention_*``) are converted only where these keys hold
+            their counterpart (``attention.<site>.channel_gate`` / ``spatial_gate``, i.e. the model has
+            an :class:`~featherface.nn.eca_sam.ECASAM` block at that site); otherwise they are skipped.
+
     Returns:
-        (converted state dict, skipped source keys -> reason). The fork's attention blocks (ECA +
-        spatial attention ``backbone_attention_*`` / ``bifpn_attention_*``, or its residual CBAM
-        ``backbone_cbam_*`` / ``attention_cbam_*``) have no counterpart here and are skipped.
+        (converted state dict, skipped source keys -> reason). The fork's residual CBAM blocks
+        (``backbone_cbam_*`` / ``attention_cbam_*``) have no counterpart here and are always skipped.
     """
+    targets = set(target_keys)
     converted: dict[str, torch.Tensor] = {}
     skipped: dict[str, str] = {}
     for key, value in state_dict.items():
         mapped = _map_fork_key(key)
+        if mapped is None:
+            attention_key = _map_fork_attention_key(key)
+            mapped = attention_key if attention_key in targets else None
         if mapped is not None:
             converted[mapped] = value
         elif _RE_FORK_ATTENTION.match(key):
@@ -427,9 +501,11 @@ def load_fork_weights(
     """Load a fork state dict into a :class:`FeatherFace` of the same width and cell count.
 
     The trunk (every key outside ``attention.*``) must match exactly: every trunk key filled, no
-    extra trunk key, equal shapes, else :class:`CheckpointError`. Our attention blocks are left at
-    their current values and listed in ``LoadReport.not_loaded``; the fork's attention keys are
-    listed in ``LoadReport.skipped`` with the reason.
+    extra trunk key, equal shapes, else :class:`CheckpointError`. The fork's ECA + spatial attention
+    tensors fill the model's :class:`~featherface.nn.eca_sam.ECASAM` blocks (``featherface_eca_sam``:
+    all 485 tensors load), and are then required like the trunk. Other attention blocks are left at
+    their current values and listed in ``LoadReport.not_loaded``; fork attention keys without a
+    counterpart in the model are listed in ``LoadReport.skipped`` with the reason.
 
     Args:
         model: the target model.
@@ -445,11 +521,13 @@ def load_fork_weights(
             raise CheckpointError(f"{name}: not a FeatherFace fork state dict: found {_describe(source)}")
     elif isinstance(source, Mapping) and not _is_tensor_mapping(source):
         raise CheckpointError(f"{name}: expected a state dict of tensors, found {_describe(source)}")
-    converted, skipped = convert_fork_state_dict(source)
+    target_keys = list(_unwrap(model).state_dict())
+    converted, skipped = convert_fork_state_dict(source, target_keys)
     unknown = [k for k, why in skipped.items() if why == "unrecognised fork key"]
     if unknown and strict_trunk:
         raise CheckpointError(f"{name}: keys this loader does not know" + _listing("unrecognised keys", unknown))
-    required = (lambda k: not k.startswith("attention.")) if strict_trunk else (lambda k: False)
+    fillable = {_map_fork_attention_key(k) for k in _fork_eca_sam_keys()} & set(target_keys)
+    required = (lambda k: not k.startswith("attention.") or k in fillable) if strict_trunk else (lambda k: False)
     report = load_state_dict_checked(model, converted, name, required=required)
     report.skipped = skipped
     log.info(

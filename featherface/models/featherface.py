@@ -18,7 +18,8 @@ pre-softmax class scores with column 1 = face.
 
 Variants (:mod:`featherface.models.registry`): ``attention="none"`` (the trunk, 475,735 params at
 C = 52, R = 3), ``"cbam"`` (488,664), ``"odconv"`` (ODConv attention of
-:mod:`featherface.nn.odconv_attention`).
+:mod:`featherface.nn.odconv_attention`), ``"eca_sam"`` (the fork's ECA + spatial attention of
+:mod:`featherface.nn.eca_sam`, 476,345).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ __all__ = [
 ]
 
 #: Kinds of attention block.
-ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv")
+ATTENTION_KINDS: tuple[str, ...] = ("none", "cbam", "odconv", "eca_sam")
 #: Attention sites: after the backbone stages (c3, c4, c5) and after the BiFPN outputs (p3, p4, p5).
 ATTENTION_SITES: tuple[str, ...] = ("c3", "c4", "c5", "p3", "p4", "p5")
+#: The 3x3 convolution of the SSH context modules (:data:`featherface.nn.ssh.CONV_KINDS`).
+CONTEXT_CONVS: tuple[str, ...] = ("deformable", "odconv", "plain")
 #: Strides of the three detection levels.
 STRIDES: tuple[int, int, int] = (8, 16, 32)
 
@@ -71,7 +74,7 @@ class FeatherFaceConfig:
     Attributes:
         width: BiFPN / SSH / head channels C (positive, divisible by 4 for the SSH).
         bifpn_repeats: number of BiFPN cells R (>= 1).
-        attention: ``"none"``, ``"cbam"`` or ``"odconv"``.
+        attention: ``"none"``, ``"cbam"``, ``"odconv"`` or ``"eca_sam"``.
         attention_sites: where attention blocks sit, a subset of :data:`ATTENTION_SITES`
             (stored in canonical order). Ignored when ``attention == "none"``.
         attention_kwargs: keyword arguments of the attention block, given as a dict or as
@@ -79,6 +82,10 @@ class FeatherFaceConfig:
         attention_site_kwargs: per-site keyword arguments that replace those of ``attention_kwargs`` at that site,
             ``{site: {name: value}}`` (e.g. ``{"p3": {"kernel_num": 4}}``); stored as sorted pairs. Read them with
             :meth:`options_at`.
+        context_conv: the 3x3 convolution of the SSH context modules, ``"deformable"`` (DCNv2, FeatherFace),
+            ``"odconv"`` (:class:`~featherface.nn.ssh.ODConvBN`) or ``"plain"`` (a static 3x3 conv).
+        context_kwargs: options of the ODConv context convs (``kernel_num``, ``reduction``, ``min_channel``), a
+            dict or (name, value) pairs; stored as sorted pairs.
     """
 
     width: int = 52
@@ -87,6 +94,8 @@ class FeatherFaceConfig:
     attention_sites: tuple[str, ...] = ATTENTION_SITES
     attention_kwargs: tuple[tuple[str, Any], ...] = field(default=())
     attention_site_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+    context_conv: str = "deformable"
+    context_kwargs: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0 or self.width % 4:
@@ -139,6 +148,13 @@ class FeatherFaceConfig:
             if any(not isinstance(k, str) for k in site_pairs):
                 raise ValueError(f"FeatherFaceConfig.attention_site_kwargs[{site!r}]: names must be strings")
         object.__setattr__(self, "attention_site_kwargs", _freeze({s: dict(v) for s, v in per_site.items()}))
+        if self.context_conv not in CONTEXT_CONVS:
+            raise ValueError(f"FeatherFaceConfig.context_conv: {self.context_conv!r} is not one of "
+                             f"{list(CONTEXT_CONVS)}{_suggest(str(self.context_conv), CONTEXT_CONVS)}")
+        context = dict(self.context_kwargs)
+        if context and self.context_conv != "odconv":
+            raise ValueError(f"FeatherFaceConfig.context_kwargs {sorted(context)} need context_conv='odconv'")
+        object.__setattr__(self, "context_kwargs", _freeze(context))
 
     @property
     def attention_options(self) -> dict[str, Any]:
@@ -165,6 +181,8 @@ class FeatherFaceConfig:
             "attention_kwargs": {k: _thaw(v) for k, v in self.attention_kwargs},
             **({"attention_site_kwargs": {s: {k: _thaw(v) for k, v in kw} for s, kw in self.attention_site_kwargs}}
                if self.attention_site_kwargs else {}),
+            **({"context_conv": self.context_conv, "context_kwargs": {k: _thaw(v) for k, v in self.context_kwargs}}
+               if self.context_conv != "deformable" else {}),
         }
 
     @classmethod
@@ -198,7 +216,8 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
 
     Args:
         kind: ``"none"`` (identity), ``"cbam"`` (:class:`featherface.nn.cbam.CBAM`) or ``"odconv"``
-            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily).
+            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily) or ``"eca_sam"``
+            (:class:`featherface.nn.eca_sam.ECASAM`, the fork's ECA + spatial attention).
         channels: C.
         **kwargs: forwarded to the block's constructor.
     """
@@ -216,6 +235,10 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
                 f"attention='odconv' needs featherface.nn.odconv_attention.ODConvAttention: {err}"
             ) from err
         return ODConvAttention(channels, **kwargs)
+    if kind == "eca_sam":
+        from featherface.nn.eca_sam import ECASAM
+
+        return ECASAM(channels, **kwargs)
     raise ValueError(
         f"unknown attention kind {kind!r}{_suggest(kind, ATTENTION_KINDS)}; known: {list(ATTENTION_KINDS)}"
     )
@@ -267,7 +290,10 @@ class FeatherFace(nn.Module):
         self.neck = BiFPN(BACKBONE_CHANNELS, c, config.bifpn_repeats)
         # RetinaFace's rule: LeakyReLU(0.1) in the SSH when C <= 64, ReLU otherwise.
         slope = 0.1 if c <= 64 else 0.0
-        self.context = nn.ModuleList([SSH(c, negative_slope=slope) for _ in STRIDES])
+        self.context = nn.ModuleList([
+            SSH(c, negative_slope=slope, conv=config.context_conv, conv_kwargs=dict(config.context_kwargs))
+            for _ in STRIDES
+        ])
         self.heads = DetectionHeads(c, num_levels=len(STRIDES), num_anchors=2)
 
     @staticmethod

@@ -5,11 +5,17 @@ name                        architecture                                        
 ==========================  ==========================================================  ===========
 ``featherface_none``        trunk only, C = 52, R = 3                                   475,735
 ``featherface_cbam``        CBAM (r = 16) at the six sites, C = 52, R = 3 (the paper's)  488,664
+``featherface_eca_sam``     ECA + spatial attention at the six sites, C = 52, R = 3      476,345
+                            (the fork's ``featherface_eca_cbam_fork.pth``; :mod:`featherface.nn.eca_sam`)
 ``featherface_odconv``      ODConv attention at ``RECOMMENDED_SITES`` with               < 490,000
                             ``RECOMMENDED_KWARGS`` (:mod:`featherface.nn.odconv_attention`)
 ``featherface_odconv4``     ODConv attention at c3, c4 (1 kernel) and p3, p4, p5 (4 kernels:  486,884
                             kernel attention), no c5 block (docs/odconv_design.md)
 ``featherface_v1``          trunk only, C = 56, R = 2 (the fork's "V1" checkpoint)      489,015
+``featherface_odconv_ssh``  V1's trunk (C = 56, R = 2) with ODConv 2x (official            478,539
+                            attention defaults) in place of every deformable SSH conv;
+                            no attention blocks at the six sites (docs/odconv_design.md)
+``featherface_plain_ssh``   the same with plain 3x3 convs in the SSH (its control arm)  376,344
 ==========================  ==========================================================  ===========
 
 Overrides are :class:`~featherface.models.featherface.FeatherFaceConfig` fields, validated by name
@@ -33,6 +39,10 @@ def _none() -> FeatherFaceConfig:
 
 def _cbam() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=52, bifpn_repeats=3, attention="cbam")
+
+
+def _eca_sam() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=52, bifpn_repeats=3, attention="eca_sam")
 
 
 def _odconv() -> FeatherFaceConfig:
@@ -66,12 +76,24 @@ def _v1() -> FeatherFaceConfig:
     return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none")
 
 
+def _plain_ssh() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none", context_conv="plain")
+
+
+def _odconv_ssh() -> FeatherFaceConfig:
+    return FeatherFaceConfig(width=56, bifpn_repeats=2, attention="none", context_conv="odconv",
+                             context_kwargs={"kernel_num": 2, "reduction": 1 / 16, "min_channel": 16})
+
+
 _MODELS: dict[str, Callable[[], FeatherFaceConfig]] = {
     "featherface_none": _none,
     "featherface_cbam": _cbam,
+    "featherface_eca_sam": _eca_sam,
     "featherface_odconv": _odconv,
     "featherface_odconv4": _odconv4,
     "featherface_v1": _v1,
+    "featherface_odconv_ssh": _odconv_ssh,
+    "featherface_plain_ssh": _plain_ssh,
 }
 
 

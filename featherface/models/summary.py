@@ -5,6 +5,7 @@ Nothing here prints; the CLI formats the returned dataclasses.
 MAC convention (per image, batch 1, at a given H x W input):
 
 * ``nn.Conv2d``: ``C_out * (C_in / groups) * k_h * k_w`` per output position; the bias is free.
+  ``nn.Conv1d`` likewise with ``k`` (ECA's 1-D convolution across channels: ``C * k`` per image).
 * ``nn.Linear``: ``in_features * out_features`` per output row.
 * A module that defines ``extra_macs(input_shape) -> int`` (``input_shape`` the (B, C, H, W) of its
   first input) adds that number for its *own* work, i.e. what is not done by child modules whose
@@ -128,10 +129,17 @@ def parameter_table(model: nn.Module, depth: int = 2) -> list[ParamRow]:
     return rows
 
 
-def _conv_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
-    kh, kw = module.kernel_size
-    per_position = module.out_channels * (module.in_channels // module.groups) * kh * kw
-    return per_position * output.shape[0] * output.shape[2] * output.shape[3]
+def _conv_macs(module: nn.Conv1d | nn.Conv2d, output: torch.Tensor) -> int:
+    """MACs of a 1-D or 2-D convolution given its (B, C_out, *spatial) output."""
+    per_position = module.out_channels * (module.in_channels // module.groups) * _prod(module.kernel_size)
+    return per_position * output.shape[0] * _prod(output.shape[2:])
+
+
+def _prod(values: Any) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
 
 
 def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
@@ -222,7 +230,7 @@ def count_macs(
         kind = type(module).__name__
         out = output[0] if isinstance(output, (tuple, list)) else output
         in_shape = _shape(inputs[0]) if inputs else None
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             macs += _conv_macs(module, out)
         elif isinstance(module, nn.Linear):
             macs += _linear_macs(module, out)

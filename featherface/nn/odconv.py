@@ -259,6 +259,11 @@ class ODConv2d(nn.Module):
             (docs/odconv_design.md); whole-model exports (:mod:`featherface.export`) use ``"matmul"``.
         batch1_train: a train-mode forward with batch 1: ``"running_stats"`` normalises the attention
             branch with the BN running statistics (warns once), ``"error"`` raises ValueError.
+        unit_neutral_gain: scale the aggregated kernel by ``1 / neutral_attention_gain()`` (a constant, e.g. 8 for a
+            dense 3x3 conv), so that attentions at their neutral values (sigmoid 0.5, softmax 1/n) leave the kernel
+            mix unscaled. The kernels then keep the scale of an ordinary conv's, and an optimiser moves the
+            effective kernel as fast as it moves a plain conv's (without it, a conv started from a static kernel
+            needs kernels 8x larger and, with Adam, learns 8x slower). Off by default (the official module).
 
     When k = 1 and n = 1 (the official "pw1x" case) the kernel is not sample-dependent, so the module
     runs the static conv on ``x * a_c`` and multiplies by ``a_f`` (cheaper than per-sample kernels).
@@ -280,6 +285,7 @@ class ODConv2d(nn.Module):
         *,
         conv_impl: ConvImpl = "auto",
         batch1_train: Batch1Policy = "running_stats",
+        unit_neutral_gain: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
@@ -309,6 +315,7 @@ class ODConv2d(nn.Module):
         self.groups = groups
         self.kernel_num = kernel_num
         self.conv_impl: ConvImpl = conv_impl
+        self.unit_neutral_gain = bool(unit_neutral_gain)
         # Attention first, then the weight: the official creation order (same RNG draws for the same seed).
         self.attention = AttentionBranch(in_channels, out_channels, kernel_size, groups, reduction,
                                          kernel_num, min_channel, temperature, batch1_train)
@@ -334,6 +341,56 @@ class ODConv2d(nn.Module):
     def is_static(self) -> bool:
         """True when the kernel itself is sample-independent (k = 1 and n = 1)."""
         return self.kernel_size == 1 and self.kernel_num == 1
+
+    def neutral_attention_gain(self) -> float:
+        """The product of the attentions that multiply every kernel tap when the heads output zero logits.
+
+        sigmoid(0) = 0.5 for the channel head, the filter head (unless skipped) and the spatial head (unless
+        skipped); the kernel softmax of zeros gives 1/n to each of n kernels, which sum to 1 when equal.
+        """
+        gain = 0.5
+        if self.attention.filter_fc is not None:
+            gain *= 0.5
+        if self.attention.spatial_fc is not None:
+            gain *= 0.5
+        return gain
+
+    @property
+    def kernel_scale(self) -> float:
+        """The constant the aggregated kernel is multiplied by: ``1 / neutral_attention_gain()`` with
+        ``unit_neutral_gain``, else 1."""
+        return 1.0 / self.neutral_attention_gain() if self.unit_neutral_gain else 1.0
+
+    @torch.no_grad()
+    def init_from_static(self, weight: torch.Tensor, kernel_noise: float = 0.0,
+                         generator: torch.Generator | None = None) -> None:
+        """Start as the static convolution ``weight`` (Cout, Cin/groups, k, k): the module's output equals
+        ``F.conv2d(x, weight)`` for every input until training moves it.
+
+        The four attention heads get zero weights and biases (every attention at its neutral value:
+        sigmoid 0.5, softmax 1/n, whatever the input), and every candidate kernel becomes
+        ``weight / neutral_attention_gain() + noise_i`` with zero-mean noise across the n kernels
+        (``sum_i noise_i = 0``), so the kernel mix at uniform kernel attention is exactly ``weight`` while
+        the kernels differ (identical kernels would get identical gradients and the kernel attention none).
+        With ``unit_neutral_gain`` the kernels are ``weight + noise_i`` (the constant scale does the rest).
+
+        Args:
+            weight: (Cout, Cin/groups, k, k), e.g. the regular weight of a deformable conv or of ``nn.Conv2d``.
+            kernel_noise: standard deviation of the noise, relative to the standard deviation of the scaled weight.
+            generator: random generator of the noise.
+        """
+        expected = tuple(self.weight.shape[1:])
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"ODConv2d.init_from_static: weight of shape {tuple(weight.shape)}, expected {expected}")
+        for head in (self.attention.channel_fc, self.attention.filter_fc, self.attention.spatial_fc,
+                     self.attention.kernel_fc):
+            if head is not None:
+                head.weight.zero_()
+                head.bias.zero_()
+        scaled = weight.to(self.weight) / (self.neutral_attention_gain() * self.kernel_scale)
+        noise = torch.randn(self.weight.shape, generator=generator, dtype=self.weight.dtype).to(self.weight.device)
+        noise = (noise - noise.mean(dim=0, keepdim=True)) * (kernel_noise * float(scaled.std()))
+        self.weight.copy_(scaled.unsqueeze(0) + noise)
 
     # ------------------------------------------------------------------------------------------ attentions
     def attentions(self, x: torch.Tensor) -> ODConvAttentions:
@@ -383,6 +440,8 @@ class ODConv2d(nn.Module):
         w = w * a.channel.reshape(b, g, 1, cin_g, 1)
         if a.filter is not None:
             w = w * a.filter.reshape(b, g, cout // g, 1, 1)
+        if self.unit_neutral_gain:
+            w = w * self.kernel_scale
         return w.reshape(b, cout, cin_g, k, k)
 
     # --------------------------------------------------------------------------------------------- forward
@@ -398,6 +457,8 @@ class ODConv2d(nn.Module):
         if self.is_static:
             y = F.conv2d(x * a.channel[:, :, None, None], self.weight[0], None, self.stride, self.padding,
                          self.dilation, self.groups)
+            if self.unit_neutral_gain:
+                y = y * self.kernel_scale
             return y if a.filter is None else y * a.filter[:, :, None, None]
         w = self._fold(a)
         impl = self.conv_impl

@@ -11,11 +11,15 @@
   :func:`torchvision.ops.deform_conv2d` while tracing or exporting (it maps to the ONNX ``DeformConv`` node).
 * FeatherFace (Kim et al., Electronics 14(3):517, 2025) uses deformable convs in every SSH 3x3 and a
   parameter-free channel shuffle with 2 groups after the concatenation.
+* ``conv="odconv"`` replaces every deformable 3x3 by an ODConv 3x3 (:class:`ODConvBN`; Li et al., ICLR 2022):
+  the per-pixel sampling offsets give way to per-image kernel, spatial, channel and filter attentions, and the
+  offset / modulator convolutions (about 23% of FeatherFace's parameters) free room for candidate kernels.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,11 +27,14 @@ from torchvision.ops import deform_conv2d
 
 from featherface.nn.blocks import channel_shuffle
 from featherface.nn.deform import deform_conv2d_by_sampling
+from featherface.nn.odconv import ODConv2d
 
-__all__ = ["IMPLEMENTATIONS", "ModulatedDeformConv2d", "DeformConvBN", "SSH"]
+__all__ = ["CONV_KINDS", "IMPLEMENTATIONS", "ModulatedDeformConv2d", "DeformConvBN", "ODConvBN", "PlainConvBN", "SSH"]
 
 #: How :class:`ModulatedDeformConv2d` computes the deformable convolution.
 IMPLEMENTATIONS: tuple[str, ...] = ("auto", "sampling", "torchvision")
+#: The 3x3 convolution of the SSH branches: DCNv2 (FeatherFace), ODConv, or a plain conv (the control arm).
+CONV_KINDS: tuple[str, ...] = ("deformable", "odconv", "plain")
 
 
 class ModulatedDeformConv2d(nn.Module):
@@ -141,10 +148,55 @@ class DeformConvBN(nn.Module):
         return self.act(self.bn(self.conv(x)))
 
 
+class ODConvBN(nn.Module):
+    """ODConv 3x3 (:class:`~featherface.nn.odconv.ODConv2d`, padding 1, ``unit_neutral_gain`` on unless told
+    otherwise: kernels on the scale of a plain conv's) -> BatchNorm2d -> optional LeakyReLU.
+
+    Args:
+        in_channels, out_channels: channel counts.
+        negative_slope: LeakyReLU slope, or ``None`` for no activation.
+        **odconv_kwargs: ``kernel_num``, ``reduction``, ``min_channel``, ... of :class:`ODConv2d`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float | None, **odconv_kwargs: Any) -> None:
+        super().__init__()
+        odconv_kwargs.setdefault("unit_neutral_gain", True)
+        self.conv = ODConv2d(in_channels, out_channels, 3, padding=1, **odconv_kwargs)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act: nn.Module = nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class PlainConvBN(nn.Module):
+    """Conv2d 3x3 (padding 1, no bias) -> BatchNorm2d -> optional LeakyReLU: the SSH conv without adaptivity."""
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act: nn.Module = nn.Identity() if negative_slope is None else nn.LeakyReLU(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+def _conv_bn(kind: str, in_channels: int, out_channels: int, negative_slope: float | None,
+             conv_kwargs: dict[str, Any]) -> nn.Module:
+    if kind == "odconv":
+        return ODConvBN(in_channels, out_channels, negative_slope, **conv_kwargs)
+    if conv_kwargs:
+        raise ValueError(f"SSH: conv={kind!r} takes no conv options, got {sorted(conv_kwargs)}")
+    if kind == "deformable":
+        return DeformConvBN(in_channels, out_channels, negative_slope)
+    return PlainConvBN(in_channels, out_channels, negative_slope)
+
+
 class SSH(nn.Module):
     """Deformable SSH context module + channel shuffle, C -> C.
 
-    Branches (every conv a :class:`DeformConvBN`)::
+    Branches (every conv a :class:`DeformConvBN`, or an :class:`ODConvBN` with ``conv="odconv"``)::
 
         a = conv3x3(x)                         C   -> C/2, no activation
         r = conv5x5_reduce(x)                  C   -> C/4, LeakyReLU
@@ -157,14 +209,19 @@ class SSH(nn.Module):
         negative_slope: LeakyReLU slope of the reduce convs (0.1 in RetinaFace / FeatherFace for
             C <= 64).
         shuffle_groups: channel-shuffle groups (1 disables the shuffle).
+        conv: ``"deformable"``, ``"odconv"`` or ``"plain"`` (:data:`CONV_KINDS`).
+        conv_kwargs: options of the ODConv (``kernel_num``, ``reduction``, ``min_channel``).
 
     Shapes:
         (B, C, H, W) -> (B, C, H, W).
     Parameters at C = 52: 57,855.
     """
 
-    def __init__(self, channels: int, negative_slope: float = 0.1, shuffle_groups: int = 2) -> None:
+    def __init__(self, channels: int, negative_slope: float = 0.1, shuffle_groups: int = 2,
+                 conv: str = "deformable", conv_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
+        if conv not in CONV_KINDS:
+            raise ValueError(f"SSH: conv must be one of {CONV_KINDS}, got {conv!r}")
         if channels % 4 != 0:
             raise ValueError(f"SSH needs a channel count divisible by 4, got {channels}")
         if channels % shuffle_groups != 0:
@@ -172,11 +229,12 @@ class SSH(nn.Module):
         half, quarter = channels // 2, channels // 4
         self.channels = channels
         self.shuffle_groups = shuffle_groups
-        self.conv3x3 = DeformConvBN(channels, half, None)
-        self.conv5x5_reduce = DeformConvBN(channels, quarter, negative_slope)
-        self.conv5x5 = DeformConvBN(quarter, quarter, None)
-        self.conv7x7_reduce = DeformConvBN(quarter, quarter, negative_slope)
-        self.conv7x7 = DeformConvBN(quarter, quarter, None)
+        kw = dict(conv_kwargs or {})
+        self.conv3x3 = _conv_bn(conv, channels, half, None, kw)
+        self.conv5x5_reduce = _conv_bn(conv, channels, quarter, negative_slope, kw)
+        self.conv5x5 = _conv_bn(conv, quarter, quarter, None, kw)
+        self.conv7x7_reduce = _conv_bn(conv, quarter, quarter, negative_slope, kw)
+        self.conv7x7 = _conv_bn(conv, quarter, quarter, None, kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.conv3x3(x)

@@ -48,8 +48,13 @@ class TrainConfig:
             registered value; e.g. ``width: 16, bifpn_repeats: 1`` for a tiny CPU smoke run).
         init: ``imagenet`` loads ``imagenet_weights`` into the backbone (the recipe), ``fork_trunk`` loads the
             trunk of a FeatherFace fork checkpoint (``fork_weights``, same width and cell count; the attention
-            blocks keep their initialisation), ``none`` keeps the random initialisation.
+            blocks keep their initialisation), ``checkpoint`` starts from a trained model (``init_weights``,
+            ``init_model``) by :func:`featherface.models.transfer.transfer_weights` (tensors copied by name,
+            static convs turned into ODConvs), ``none`` keeps the random initialisation.
         imagenet_weights, fork_weights: paths relative to the parameter file's folder.
+        init_weights: for ``init: checkpoint``: a checkpoint of ours or a fork state dict (path relative to the
+            parameter file's folder), or ``builtin`` for the package's built-in weights.
+        init_model: the registered model of ``init_weights`` when it is a fork state dict (ours record theirs).
 
     Data:
         train_dir: the ``widerface/train`` folder (``images/`` and ``label.txt``); empty means
@@ -58,6 +63,8 @@ class TrainConfig:
         max_train_images: use only the first N images of the label file (0 = all of them).
         min_face_px: drop faces smaller than this (pixels of the original image) when the labels are read.
         num_workers: data-loader processes (0 loads in the training process).
+        extra_train_dirs: more folders of the same layout (``images/`` and ``label.txt``) trained on together with
+            ``train_dir`` (e.g. ``widerface_train_extra``).
 
     Optimisation:
         epochs, batch_size: ``batch_size`` is per process (the global batch is ``batch_size * world_size``).
@@ -73,12 +80,28 @@ class TrainConfig:
             modules (the six attention sites); 2.0 in the founding configuration.
         grad_clip: maximum global L2 norm of the gradients (0 = no clipping).
 
+        trainable: parameter-name prefixes that train (e.g. ``[context]`` for the SSH modules alone); empty trains
+            every parameter. The other parameters are frozen and their BatchNorm layers kept in eval mode.
+        freeze_bn: keep every BatchNorm on its running statistics (eval mode), as when fine-tuning a trained
+            model with small batches.
+
     Loss (:class:`featherface.loss.MultiBoxLoss`):
         neg_pos_ratio, match_iou, loc_weight, landm_weight.
+        gt_weight: weight of the ground-truth loss (0 for a phase that only imitates a teacher).
+
+    Teacher (:mod:`featherface.train.distill`; off while ``teacher_weights`` is empty):
+        teacher_model: the teacher's registered model when ``teacher_weights`` is a fork state dict (ours record
+            theirs). teacher_weights: its checkpoint (relative to the parameter file's folder, or ``builtin``).
+        distill_cls, distill_box, distill_landm: weights of the output-level terms (KL of the face probability,
+            smooth L1 to the teacher's boxes and landmarks where it sees a face).
+        distill_feature: weight of the feature-level term (mean squared difference of ``distill_features``,
+            names among c3..c5, p3..p5, s3..s5), for a teacher whose trunk has the student's shapes there.
+        distill_score_threshold: the teacher's face probability above which a prior counts as a face.
 
     ODConv temperature (:func:`featherface.nn.odconv.temperature_at`; ignored by models without ODConv):
         temperature_start, temperature_end, temperature_epochs: T falls linearly from start to end over the
-            first ``temperature_epochs`` epochs, then stays at ``end``.
+            first ``temperature_epochs`` epochs (at most half the run, so that a short run still ends at ``end``),
+            then stays at ``end``.
         temperature_per: ``step`` updates T before every optimiser step with the fractional epoch
             ``epoch + i / steps_per_epoch`` (as the official ODConv training script); ``epoch`` once per
             epoch with the whole epoch number.
@@ -99,15 +122,18 @@ class TrainConfig:
     model: str = "featherface_odconv"
     width: int = 0
     bifpn_repeats: int = 0
-    init: Literal["imagenet", "fork_trunk", "none"] = "imagenet"
+    init: Literal["imagenet", "fork_trunk", "checkpoint", "none"] = "imagenet"
     imagenet_weights: str = "data/weights/mobilenetV1X0.25_pretrain.tar"
     fork_weights: str = "data/weights/featherface_eca_cbam_fork.pth"
+    init_weights: str = ""
+    init_model: str = ""
 
     train_dir: str = ""
     image_size: int = 640
     max_train_images: int = 0
     min_face_px: float = 0.0
     num_workers: int = 2
+    extra_train_dirs: tuple[str, ...] = ()
 
     epochs: int = 350
     batch_size: int = 32
@@ -122,11 +148,23 @@ class TrainConfig:
     gamma: float = 0.1
     attention_lr_mult: float = 2.0
     grad_clip: float = 0.0
+    trainable: tuple[str, ...] = ()
+    freeze_bn: bool = False
 
     neg_pos_ratio: int = 7
     match_iou: float = 0.35
     loc_weight: float = 2.0
     landm_weight: float = 1.0
+    gt_weight: float = 1.0
+
+    teacher_model: str = ""
+    teacher_weights: str = ""
+    distill_cls: float = 1.0
+    distill_box: float = 1.0
+    distill_landm: float = 1.0
+    distill_feature: float = 0.0
+    distill_features: tuple[str, ...] = ("s3", "s4", "s5")
+    distill_score_threshold: float = 0.5
 
     temperature_start: float = 30.0
     temperature_end: float = 1.0
@@ -153,7 +191,8 @@ class TrainConfig:
         _require(self.image_size % 32 == 0, "image_size", f"must be a multiple of 32 (the P5 stride), got "
                  f"{self.image_size}")
         for key in ("lr", "weight_decay", "warmup_epochs", "min_face_px", "grad_clip", "attention_lr_mult",
-                    "momentum", "min_lr_ratio", "gamma", "loc_weight", "landm_weight"):
+                    "momentum", "min_lr_ratio", "gamma", "loc_weight", "landm_weight", "gt_weight", "distill_cls",
+                    "distill_box", "distill_landm", "distill_feature"):
             value = getattr(self, key)
             _require(math.isfinite(value) and value >= 0, key, f"must be a finite number >= 0, got {value}")
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -161,6 +200,16 @@ class TrainConfig:
         _require(self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
         _require(0 < self.match_iou <= 1, "match_iou", f"must be in (0, 1], got {self.match_iou}")
+        _require(self.init != "checkpoint" or bool(self.init_weights.strip()), "init_weights",
+                 "init: checkpoint needs init_weights (a checkpoint path, or builtin)")
+        _require(0 <= self.distill_score_threshold < 1, "distill_score_threshold",
+                 f"must be in [0, 1), got {self.distill_score_threshold}")
+        from featherface.train.distill import FEATURE_MODULES  # here: this module stays importable without torch
+
+        unknown = [n for n in self.distill_features if n not in FEATURE_MODULES]
+        _require(not unknown, "distill_features", f"unknown feature names {unknown}; known: {sorted(FEATURE_MODULES)}")
+        if not self.teacher_weights:
+            _require(self.gt_weight > 0, "gt_weight", "must be > 0 without a teacher (nothing else to learn from)")
         for key in ("temperature_start", "temperature_end"):
             value = getattr(self, key)
             _require(math.isfinite(value) and value > 0, key, f"must be a finite number > 0, got {value}")

@@ -118,14 +118,14 @@ class TemperatureSchedule:
 
     Attributes:
         steps_per_epoch: optimiser steps in one epoch.
-        start, end, epochs: T goes linearly from ``start`` to ``end`` over ``epochs`` epochs.
+        start, end, epochs: T goes linearly from ``start`` to ``end`` over ``epochs`` (fractional) epochs.
         per: ``step`` (fractional epoch) or ``epoch`` (whole epochs).
     """
 
     steps_per_epoch: int
     start: float = 30.0
     end: float = 1.0
-    epochs: int = 10
+    epochs: float = 10
     per: Literal["step", "epoch"] = "step"
 
     def __post_init__(self) -> None:
@@ -136,8 +136,9 @@ class TemperatureSchedule:
 
     @classmethod
     def from_config(cls, config: TrainConfig, steps_per_epoch: int) -> "TemperatureSchedule":
-        return cls(steps_per_epoch, config.temperature_start, config.temperature_end, config.temperature_epochs,
-                   config.temperature_per)
+        # T reaches its end value by half the run at the latest, so that a short run is trained (and saved) at it.
+        epochs = min(float(config.temperature_epochs), config.epochs / 2)
+        return cls(steps_per_epoch, config.temperature_start, config.temperature_end, epochs, config.temperature_per)
 
     def at(self, step: int) -> float:
         """T before optimiser step ``s`` (0-based, global)."""

@@ -51,11 +51,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from featherface.config import ConfigError, Params, from_dict, resolve_path, to_dict
 from featherface.loss import MultiBoxLoss
-from featherface.models.checkpoints import CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
+from featherface.models.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_dict_checked,
+    load_trained_model,
+    save_checkpoint,
+)
+from featherface.models.transfer import transfer_weights
 from featherface.nn.odconv import ODConv2d, set_temperature
 from featherface.ops.priors import make_priors
 from featherface.train import distributed
 from featherface.train.config import RESUME_TOLERATED_KEYS, TrainConfig
+from featherface.train.distill import Distiller
 from featherface.train.distributed import DistEnv
 from featherface.train.metrics import BASE_COLUMNS, MetricsLog, attention_entropies
 from featherface.train.schedule import LRSchedule, TemperatureSchedule
@@ -136,6 +144,28 @@ def select_device(config: TrainConfig, env: DistEnv = DistEnv()) -> torch.device
     return torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
 
 
+def weights_path(value: str, base: str | Path) -> Path:
+    """A weights setting resolved: ``builtin`` is the package's built-in checkpoint, anything else a path relative
+    to ``base``."""
+    if value == "builtin":
+        from featherface.weights import builtin_weights
+
+        return builtin_weights()
+    return resolve_path(value, base)
+
+
+def build_teacher(config: TrainConfig, weights_base: str | Path = ".") -> nn.Module | None:
+    """The frozen teacher of ``train.teacher_weights`` (None when it is empty), in eval mode."""
+    if not config.teacher_weights:
+        return None
+    path = weights_path(config.teacher_weights, weights_base)
+    teacher = load_trained_model(path, config.teacher_model or None).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log.info("teacher: %s (%s)", path, config.teacher_model or "architecture recorded in the checkpoint")
+    return teacher
+
+
 def build_model(config: TrainConfig, weights_base: str | Path = ".", load_init: bool = True) -> nn.Module:
     """The model of ``config``, seeded with ``config.seed``, with its initial weights (``config.init``).
 
@@ -168,9 +198,41 @@ def build_model(config: TrainConfig, weights_base: str | Path = ".", load_init: 
         report = load_fork_weights(model, path, strict_trunk=True)
         log.info("init: fork trunk from %s (%d tensors; %d attention tensors keep their initialisation)",
                  path, len(report.loaded), len(report.not_loaded))
+    elif load_init and config.init == "checkpoint":
+        path = weights_path(config.init_weights, weights_base)
+        source = load_trained_model(path, config.init_model or None)
+        report = transfer_weights(source, model, seed=config.seed, source_name=str(path))
+        log.info("init: %s (%d tensors loaded, %d kept their initialisation, %d source tensors unused)", path,
+                 len(report.loaded), len(report.not_loaded), len(report.skipped))
     elif load_init:
         log.info("init: random (seed %d)", config.seed)
     return model
+
+
+class ConcatTrainDataset(Dataset):
+    """Several training datasets one after the other, forwarding ``set_epoch`` to each (``seed`` is the first's)."""
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])  # type: ignore[arg-type]
+
+    @property
+    def seed(self) -> int | None:
+        return getattr(self.datasets[0], "seed", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        for dataset in self.datasets:
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(f"ConcatTrainDataset: index {index} out of range [0, {len(self)})")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.datasets[part][index - int(self.offsets[part])]
 
 
 class FirstN(Dataset):
@@ -197,14 +259,22 @@ class FirstN(Dataset):
         return self.dataset[index]
 
 
-def build_dataset(config: TrainConfig, train_dir: str | Path, label_file: str | Path | None = None) -> Dataset:
-    """:class:`~featherface.data.dataset.WiderTrainDataset` of ``train_dir`` with the training augmentation at
-    ``config.image_size``, seeded with ``config.seed``, cut to ``config.max_train_images`` when non-zero."""
+def build_dataset(config: TrainConfig, train_dir: str | Path, label_file: str | Path | None = None,
+                  extra_dirs: Sequence[str | Path] = ()) -> Dataset:
+    """:class:`~featherface.data.dataset.WiderTrainDataset` of ``train_dir`` (followed by those of ``extra_dirs``)
+    with the training augmentation at ``config.image_size``, seeded with ``config.seed``, cut to
+    ``config.max_train_images`` when non-zero."""
     from featherface.data.dataset import WiderTrainDataset
     from featherface.data.transforms import TrainTransform
 
-    dataset: Dataset = WiderTrainDataset(train_dir, label_file, TrainTransform(image_size=config.image_size),
-                                         min_face_px=config.min_face_px, seed=config.seed)
+    transform = TrainTransform(image_size=config.image_size)
+    dataset: Dataset = WiderTrainDataset(train_dir, label_file, transform, min_face_px=config.min_face_px,
+                                         seed=config.seed)
+    if extra_dirs:
+        extra = [WiderTrainDataset(d, None, transform, min_face_px=config.min_face_px, seed=config.seed)
+                 for d in extra_dirs]
+        dataset = ConcatTrainDataset([dataset, *extra])
+        log.info("training on %d images from %d folders", len(dataset), 1 + len(extra))
     if config.max_train_images and config.max_train_images < len(dataset):  # type: ignore[arg-type]
         log.info("train.max_train_images: using the first %d of %d images", config.max_train_images,
                  len(dataset))  # type: ignore[arg-type]
@@ -236,6 +306,41 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def freeze_untrainable(model: nn.Module, trainable: Sequence[str]) -> int:
+    """Freeze every parameter whose name starts with none of the ``trainable`` prefixes (empty: train all).
+
+    Returns:
+        The number of parameters left trainable.
+
+    Raises:
+        ConfigError: a prefix that matches no parameter.
+    """
+    if not trainable:
+        return sum(1 for p in model.parameters() if p.requires_grad)
+    names = [n for n, _ in model.named_parameters()]
+    unmatched = [t for t in trainable if not any(n.startswith(t) for n in names)]
+    if unmatched:
+        raise ConfigError(f"train.trainable: {unmatched} match no parameter of the model (names start with "
+                          f"{sorted({n.split('.')[0] for n in names})})")
+    count = 0
+    for name, p in model.named_parameters():
+        keep = any(name.startswith(t) for t in trainable)
+        p.requires_grad_(keep)
+        count += keep
+    return count
+
+
+def set_train_mode(model: nn.Module, config: TrainConfig) -> None:
+    """``model.train()``, then BatchNorm layers back to eval mode (running statistics, not updated) where
+    ``train.freeze_bn`` is on or all of their parameters are frozen (``train.trainable``)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen = all(not p.requires_grad for p in module.parameters())
+            if config.freeze_bn or frozen:
+                module.eval()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -305,6 +410,7 @@ class _Run:
     temp_schedule: TemperatureSchedule | None
     has_attention_group: bool
     criterion: MultiBoxLoss
+    distiller: Distiller | None
     priors: torch.Tensor
     metrics: MetricsLog | None
     probe: torch.Tensor | None
@@ -322,6 +428,7 @@ class _EpochTotals:
     cls: float = 0.0
     landm: float = 0.0
     num_pos: float = 0.0
+    distill: float = 0.0
     images: int = 0
     steps: int = 0
     grad_sum: float = 0.0
@@ -330,12 +437,13 @@ class _EpochTotals:
     temperature: float | None = None
 
     def add(self, values: list[float], batch: int) -> None:
-        """``values`` = (total, loc, cls, landm, num_pos, grad_norm) of one step of ``batch`` images."""
+        """``values`` = (total, loc, cls, landm, num_pos, grad_norm, distill) of one step of ``batch`` images."""
         self.loss += values[0]
         self.loc += values[1]
         self.cls += values[2]
         self.landm += values[3]
         self.num_pos += values[4]
+        self.distill += values[6]
         self.images += batch
         self.steps += 1
         if math.isfinite(values[5]):  # float16 steps skipped by the GradScaler have an infinite norm
@@ -343,9 +451,10 @@ class _EpochTotals:
             self.grad_count += 1
 
     def as_tensor(self, device: torch.device) -> torch.Tensor:
-        """(loss, loc, cls, landm, num_pos, images, steps, grad_sum, grad_count) as float64, for all-reduce."""
+        """(loss, loc, cls, landm, num_pos, images, steps, grad_sum, grad_count, distill) as float64, for
+        all-reduce."""
         return torch.tensor([self.loss, self.loc, self.cls, self.landm, self.num_pos, self.images, self.steps,
-                             self.grad_sum, self.grad_count], dtype=torch.float64, device=device)
+                             self.grad_sum, self.grad_count, self.distill], dtype=torch.float64, device=device)
 
 
 
@@ -431,6 +540,8 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self._end_epoch(run, epoch, totals, time.perf_counter() - t0)
+        if run.distiller is not None:
+            run.distiller.close()
         if env.is_main:
             save_checkpoint(self.final_path, run.model, kind="final", train_config=to_dict(cfg), model_name=cfg.model,
                             epoch=cfg.epochs)
@@ -458,7 +569,8 @@ class Trainer:
             load_state_dict_checked(model, ckpt["model"], str(self.last_path))
         self.model = model
         model.to(device)
-        model.train()
+        freeze_untrainable(model, cfg.trainable)
+        set_train_mode(model, cfg)
         optimizer = build_optimizer(model, cfg)
         use_amp = cfg.amp and device.type == "cuda"
         if cfg.amp and not use_amp:
@@ -496,6 +608,12 @@ class Trainer:
             _set_rng_state(ckpt["rng"], loader.generator)
             log.info("resumed from %s: %d epochs done, global step %d", self.last_path, start_epoch, global_step)
 
+        teacher = build_teacher(cfg, self.weights_base)
+        distiller = None
+        if teacher is not None:
+            distiller = Distiller(teacher.to(device), model, cls_weight=cfg.distill_cls, box_weight=cfg.distill_box,
+                                  landm_weight=cfg.distill_landm, feature_weight=cfg.distill_feature,
+                                  features=cfg.distill_features, score_threshold=cfg.distill_score_threshold)
         has_odconv = any(isinstance(m, ODConv2d) for m in model.modules())
         metrics = probe = None
         if env.is_main:
@@ -523,6 +641,7 @@ class Trainer:
             temp_schedule=TemperatureSchedule.from_config(cfg, steps_per_epoch) if has_odconv else None,
             has_attention_group=len(optimizer.param_groups) > 1,
             criterion=MultiBoxLoss(cfg.neg_pos_ratio, cfg.match_iou, cfg.loc_weight, cfg.landm_weight),
+            distiller=distiller,
             priors=make_priors(cfg.image_size, cfg.image_size, device=device),
             metrics=metrics,
             probe=probe,
@@ -537,6 +656,7 @@ class Trainer:
 
         cfg, device = self.config, self.device
         set_loader_epoch(run.loader, epoch)
+        set_train_mode(run.model, cfg)
         totals = _EpochTotals()
         for i, (images, targets) in enumerate(run.loader):
             if tuple(images.shape[-2:]) != (cfg.image_size, cfg.image_size):
@@ -554,18 +674,25 @@ class Trainer:
             with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
                 outputs = run.ddp_model(images)
             terms = run.criterion(tuple(o.float() for o in outputs), targets, run.priors)
+            total = cfg.gt_weight * terms.total
+            distill = total.new_zeros(())
+            if run.distiller is not None:
+                with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+                    distill = run.distiller(images, outputs).total
+                total = total + distill
             run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(terms.total).backward()
+            run.scaler.scale(total).backward()
             if run.scaler.is_enabled():
                 run.scaler.unscale_(run.optimizer)
             if cfg.grad_clip > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
             else:
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in run.params if p.grad is not None])
-            dtype = terms.total.dtype
-            values = torch.stack([terms.total.detach(), terms.loc.detach(), terms.cls.detach(), terms.landm.detach(),
-                                  terms.num_pos.to(dtype), grad_norm.to(dtype)]).cpu().tolist()
-            if not all(math.isfinite(v) for v in values[:4]):
+            dtype = total.dtype
+            values = torch.stack([total.detach(), terms.loc.detach(), terms.cls.detach(), terms.landm.detach(),
+                                  terms.num_pos.to(dtype), grad_norm.to(dtype), distill.detach().to(dtype)]
+                                 ).cpu().tolist()
+            if not all(math.isfinite(v) for v in (*values[:4], values[6])):
                 self._non_finite(epoch, i, run.steps_per_epoch, step, values)
             run.scaler.step(run.optimizer)
             run.scaler.update()
@@ -593,7 +720,7 @@ class Trainer:
         cfg, env = self.config, self.env
         reduce_device = self.device if env.distributed and self.device.type == "cuda" else torch.device("cpu")
         summed = distributed.all_reduce_sum(totals.as_tensor(reduce_device), env).cpu().tolist()
-        loss, loc, cls, landm, num_pos, images, steps, grad_sum, grad_count = summed
+        loss, loc, cls, landm, num_pos, images, steps, grad_sum, grad_count, distill = summed
         run.wall_s += epoch_s
         if not env.is_main:
             return
@@ -615,6 +742,8 @@ class Trainer:
             "wall_s": run.wall_s,
             "temperature": totals.temperature,
         }
+        if run.distiller is not None:
+            row["distill"] = distill / steps
         if run.probe is not None:
             row.update(attention_entropies(run.model, run.probe))
         assert run.metrics is not None
@@ -766,7 +895,8 @@ def run_training(
     distributed.init(env, device)
     try:
         train_dir = train_dir_of(params, config, base)
-        dataset = build_dataset(config, train_dir)
+        extra_dirs = [resolve_path(d, base) for d in config.extra_train_dirs]
+        dataset = build_dataset(config, train_dir, extra_dirs=extra_dirs)
         trainer = Trainer(config, out, dataset, weights_base=base, env=env, device=device, progress=progress)
         if resume == "auto":
             try:
@@ -783,7 +913,7 @@ def run_training(
         if env.is_main:
             from featherface.provenance import hardware_description, write_record
 
-            inputs = [train_dir / "label.txt"]
+            inputs = [train_dir / "label.txt", *(d / "label.txt" for d in extra_dirs)]
             manifest = resolve_path(params.data.root, base) / "manifest.json"
             if manifest.is_file():
                 inputs.append(manifest)
@@ -791,6 +921,10 @@ def run_training(
                 inputs.append(resolve_path(config.imagenet_weights, base))
             elif config.init == "fork_trunk":
                 inputs.append(resolve_path(config.fork_weights, base))
+            elif config.init == "checkpoint":
+                inputs.append(weights_path(config.init_weights, base))
+            if config.teacher_weights:
+                inputs.append(weights_path(config.teacher_weights, base))
             write_record(out, "train", {"train": to_dict(config), "data": to_dict(params.data)}, inputs=inputs,
                          extra={"world_size": env.world_size, "device": str(device),
                                 "hardware": hardware_description(str(device)),

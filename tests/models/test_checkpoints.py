@@ -18,7 +18,7 @@ from featherface.models.checkpoints import (
     load_weights,
     save_checkpoint,
 )
-from featherface.models.featherface import FeatherFace, FeatherFaceConfig, num_priors
+from featherface.models.featherface import ATTENTION_SITES, FeatherFace, FeatherFaceConfig, num_priors
 from featherface.models.registry import create_model
 
 TINY = FeatherFaceConfig(width=8, bifpn_repeats=1, attention="cbam", attention_sites=("c5", "p5"))
@@ -82,6 +82,49 @@ def test_eca_cbam_trunk_loads_into_width_52_variants(weights_dir: Path, name: st
         state["neck.cells.2.sep_p5_out.pw.weight"], source["bifpn.2.conv5_down.pointwise_conv.conv.weight"]
     )
     assert torch.equal(state["backbone.stage2.5.pw.bn.running_mean"], source["body.stage2.5.4.running_mean"])
+
+
+FORK_ECA_SAM_KEYS = {
+    f"{place}_attention_{i}.{part}.conv.weight": f"attention.{site}.{gate}.conv.weight"
+    for place, sites in (("backbone", ("c3", "c4", "c5")), ("bifpn", ("p3", "p4", "p5")))
+    for i, site in enumerate(sites)
+    for part, gate in (("eca", "channel_gate"), ("sam", "spatial_gate"))
+}
+
+
+def test_fork_attention_keys_map_only_onto_eca_sam_blocks() -> None:
+    fake = {key: torch.full((1,), float(i)) for i, key in enumerate(FORK_ECA_SAM_KEYS)}
+    targets = create_model("featherface_eca_sam").state_dict().keys()
+    converted, skipped = convert_fork_state_dict(fake, targets)
+    assert skipped == {} and set(converted) == set(FORK_ECA_SAM_KEYS.values())
+    for fork_key, ours in FORK_ECA_SAM_KEYS.items():
+        assert converted[ours] is fake[fork_key]
+    # Without the target's keys, or into CBAM blocks (whose spatial conv has the same shape), they are skipped.
+    for keys in ((), create_model("featherface_cbam").state_dict().keys()):
+        converted, skipped = convert_fork_state_dict(fake, keys)
+        assert converted == {} and set(skipped) == set(FORK_ECA_SAM_KEYS)
+
+
+def test_eca_cbam_file_loads_whole_into_featherface_eca_sam(weights_dir: Path) -> None:
+    path = weights_dir / "featherface_eca_cbam_fork.pth"
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model("featherface_eca_sam")
+    report = load_fork_weights(model, path)
+    assert len(source) == len(report.loaded) == 485
+    assert report.skipped == {} and report.not_loaded == []
+    assert sum(p.numel() for p in model.parameters()) == 476_345
+    state = model.state_dict()
+    for fork_key, ours in FORK_ECA_SAM_KEYS.items():
+        assert torch.equal(state[ours], source[fork_key]), ours
+    # With a block missing from the file the load fails: the attention tensors are required like the trunk.
+    partial = {k: v for k, v in source.items() if k != "bifpn_attention_1.sam.conv.weight"}
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): attention\.p4\.spatial_gate\.conv\.weight"):
+        load_fork_weights(create_model("featherface_eca_sam"), partial)
+    # A model without a block at p5 takes the other five and reports the p5 tensors as skipped.
+    report = load_fork_weights(create_model("featherface_eca_sam", attention_sites=ATTENTION_SITES[:5]), source)
+    assert len(report.loaded) == 483 and sorted(report.skipped) == [
+        "bifpn_attention_2.eca.conv.weight", "bifpn_attention_2.sam.conv.weight"
+    ]
 
 
 def test_fork_file_into_wrong_width_lists_problems(weights_dir: Path) -> None:

@@ -112,7 +112,7 @@ def test_forward_features_and_batch_independence() -> None:
         torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["none", "cbam", "odconv"])
+@pytest.mark.parametrize("attention", ["none", "cbam", "odconv", "eca_sam"])
 def test_gradients_reach_every_parameter(attention: str) -> None:
     if attention == "odconv":
         pytest.importorskip("featherface.nn.odconv_attention")

@@ -21,7 +21,9 @@ def test_list_models() -> None:
 @pytest.mark.parametrize(
     "name, params",
     [("featherface_none", 475_735), ("featherface_cbam", 488_664), ("featherface_v1", 489_015),
-     ("featherface_odconv", 487_529), ("featherface_odconv4", 486_884)],
+     ("featherface_odconv", 487_529), ("featherface_odconv4", 486_884), ("featherface_odconv_ssh", 478_539),
+     ("featherface_plain_ssh", 376_344),
+     ("featherface_eca_sam", 476_345)],
 )
 def test_registered_parameter_counts(name: str, params: int) -> None:
     model = create_model(name)
@@ -91,3 +93,23 @@ def test_odconv4_has_kernel_attention_at_the_bifpn_outputs_only() -> None:
 def test_site_kwargs_must_name_attention_sites() -> None:
     with pytest.raises(ValueError, match="attention_site_kwargs.*'c5' is not one of the attention sites"):
         model_config("featherface_odconv", attention_sites=("p3",), attention_site_kwargs={"c5": {"kernel_num": 2}})
+
+
+def test_odconv_ssh_replaces_every_deformable_conv() -> None:
+    from featherface.nn.odconv import ODConv2d
+    from featherface.nn.ssh import ModulatedDeformConv2d
+
+    model = create_model("featherface_odconv_ssh")
+    assert not any(isinstance(m, ModulatedDeformConv2d) for m in model.modules())
+    odconvs = [m for m in model.context.modules() if isinstance(m, ODConv2d)]
+    assert len(odconvs) == 15 and all(m.kernel_num == 2 for m in odconvs)
+    assert n_params(model) < 490_000
+    assert model.config.to_dict()["context_conv"] == "odconv"
+
+
+def test_eca_sam_has_the_forks_six_blocks() -> None:
+    model = create_model("featherface_eca_sam")
+    kernels = {site: block.channel_gate.conv.kernel_size[0] for site, block in model.attention.items()}
+    assert kernels == {"c3": 3, "c4": 5, "c5": 5, "p3": 3, "p4": 3, "p5": 3}  # the checkpoint's ECA shapes
+    attention = sum(p.numel() for n, p in model.named_parameters() if n.startswith("attention."))
+    assert attention == 3 + 5 + 5 + 3 * 3 + 6 * 2 * 7 * 7 == 610 == 476_345 - 475_735

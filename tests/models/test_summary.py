@@ -104,3 +104,13 @@ def test_odconv_macs_by_hand() -> None:
     kernel = 6 * 8 * 9
     expected = 8 * hidden + hidden * (8 + 6 + 9 + 4) + 4 * kernel + 3 * kernel + kernel * 5 * 7
     assert total == by_kind["ODConv2d"] == expected
+
+
+def test_eca_sam_macs_by_hand() -> None:
+    model = FeatherFace(FeatherFaceConfig(attention="eca_sam"))
+    _, rows, by_kind = count_macs(model, (64, 96), depth=2)
+    macs = {r.name: r.macs for r in rows}
+    # ECA: C * k (the 1-D conv across channels); spatial gate: 2 * 7 * 7 per position of the map.
+    assert by_kind["Conv1d"] == 64 * 3 + 128 * 5 + 256 * 5 + 3 * 52 * 3
+    assert macs["attention.c4"] == 128 * 5 + 98 * 4 * 6
+    assert macs["attention.p3"] == 52 * 3 + 98 * 8 * 12

@@ -410,3 +410,44 @@ def test_torch_export_with_dynamic_batch() -> None:
     for b in (1, 3):
         x = torch.randn(b, 8, 9, 9)
         torch.testing.assert_close(program.module()(x), m(x), **TOL)
+
+
+@pytest.mark.parametrize("unit", [False, True])
+@pytest.mark.parametrize("cin, cout, groups, n", [(6, 4, 1, 2), (6, 4, 1, 1), (5, 5, 5, 4), (4, 6, 2, 3)])
+def test_init_from_static_reproduces_the_static_conv(cin, cout, groups, n, unit) -> None:
+    torch.manual_seed(0)
+    conv = ODConv2d(cin, cout, 3, padding=1, groups=groups, kernel_num=n, reduction=0.5, min_channel=2,
+                    unit_neutral_gain=unit)
+    static = torch.randn(cout, cin // groups, 3, 3)
+    conv.init_from_static(static, kernel_noise=0.1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, cin, 7, 8)
+    expected = torch.nn.functional.conv2d(x, static, padding=1, groups=groups)
+    for mode in (conv.train, conv.eval):
+        mode()
+        assert torch.allclose(conv(x), expected, atol=1e-5)
+    if n > 1:  # the candidate kernels differ (zero-mean noise), so the kernel attention can learn
+        assert (conv.weight[0] - conv.weight[1]).abs().max() > 1e-3
+    depthwise = groups == cin == cout
+    assert conv.neutral_attention_gain() == (0.25 if depthwise else 0.125)
+    # with unit_neutral_gain the kernels keep the static kernel's scale (the mean kernel is the static one)
+    scale = 1.0 if unit else 1 / conv.neutral_attention_gain()
+    assert torch.allclose(conv.weight.mean(dim=0), static * scale, atol=1e-5)
+
+
+def test_unit_neutral_gain_is_a_constant_scale_of_the_output() -> None:
+    torch.manual_seed(0)
+    plain = ODConv2d(4, 6, 3, padding=1, kernel_num=2, reduction=0.5, min_channel=2)
+    unit = ODConv2d(4, 6, 3, padding=1, kernel_num=2, reduction=0.5, min_channel=2, unit_neutral_gain=True)
+    unit.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(unit(x), plain(x) * 8, atol=1e-5)  # 1 / (0.5 channel * 0.5 filter * 0.5 spatial)
+    pointwise = ODConv2d(4, 6, 1, kernel_num=1, unit_neutral_gain=True)  # the static k = 1 path: 1 / 0.25
+    reference = ODConv2d(4, 6, 1, kernel_num=1)
+    reference.load_state_dict(pointwise.state_dict())
+    assert torch.allclose(pointwise(x), reference(x) * 4, atol=1e-5)
+
+
+def test_init_from_static_checks_the_shape() -> None:
+    conv = ODConv2d(4, 4, 3, padding=1, kernel_num=2)
+    with pytest.raises(ValueError, match="expected \\(4, 4, 3, 3\\)"):
+        conv.init_from_static(torch.zeros(4, 2, 3, 3))

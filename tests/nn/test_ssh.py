@@ -69,3 +69,21 @@ def test_ssh_output_is_shuffled_relu_concat() -> None:
 def test_ssh_rejects_bad_width() -> None:
     with pytest.raises(ValueError, match="divisible by 4"):
         SSH(50)
+
+
+def test_odconv_ssh_shapes_and_parameters() -> None:
+    from featherface.nn.odconv import ODConv2d
+
+    ssh = SSH(16, conv="odconv", conv_kwargs={"kernel_num": 2, "reduction": 1 / 16, "min_channel": 4})
+    x = torch.randn(2, 16, 9, 11)
+    assert ssh(x).shape == (2, 16, 9, 11)
+    convs = [m for m in ssh.modules() if isinstance(m, ODConv2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(16, 8), (16, 4), (4, 4), (4, 4), (4, 4)]
+    assert not any(isinstance(m, ModulatedDeformConv2d) for m in ssh.modules())
+
+
+def test_ssh_rejects_unknown_conv_and_stray_options() -> None:
+    with pytest.raises(ValueError, match="conv must be one of"):
+        SSH(16, conv="dynamic")
+    with pytest.raises(ValueError, match="takes no conv options"):
+        SSH(16, conv="deformable", conv_kwargs={"kernel_num": 2})

@@ -1,0 +1,77 @@
+# The built-in detector (issue 11): featherface_odconv_ssh taught by the fork's V1, in two training phases, each
+# predicted and scored on the val images, with the student's starting point (step 0: V1's weights transferred,
+# deformable offsets dropped) scored too, so the README shows where accuracy is lost and regained. Run with
+#   FEATHERFACE_PARAMS=params-builtin.yaml snakemake --cores 1 builtin
+# Phase 1 reads params-builtin.yaml (the PARAMS_FILE), phase 2 params-builtin-finetune.yaml. Training resumes from
+# results/builtin/<phase>/last.pt after an interruption.
+
+BUILTIN_DIR = "results/builtin"
+BUILTIN_FINETUNE_PARAMS = "params-builtin-finetune.yaml"
+BUILTIN_MODEL = config["train"]["model"]
+
+
+wildcard_constraints:
+    phase="step0|mimic|finetune",
+
+
+rule builtin:
+    input:
+        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", "finetune")),
+
+
+rule builtin_step0:
+    output:
+        final=f"{BUILTIN_DIR}/step0/final.pt",
+    params:
+        train=config["train"],
+    shell:
+        "featherface transfer --source-model {params.train[init_model]} --weights {params.train[init_weights]} "
+        "--model {BUILTIN_MODEL} --seed {params.train[seed]} --out {output.final}"
+
+
+rule builtin_mimic:
+    output:
+        final=f"{BUILTIN_DIR}/mimic/final.pt",
+    params:
+        train=config["train"],
+    shell:
+        "featherface train --params {PARAMS_FILE} --out {BUILTIN_DIR}/mimic --resume auto --quiet"
+
+
+rule builtin_finetune:
+    input:
+        mimic=f"{BUILTIN_DIR}/mimic/final.pt",
+        params=BUILTIN_FINETUNE_PARAMS,
+    output:
+        final=f"{BUILTIN_DIR}/finetune/final.pt",
+    shell:
+        "featherface train --params {input.params} --out {BUILTIN_DIR}/finetune --resume auto --quiet"
+
+
+rule builtin_predict:
+    priority: 10
+    input:
+        final=f"{BUILTIN_DIR}/{{phase}}/final.pt",
+        widerface=f"{DATA}/widerface",
+    output:
+        predictions=directory(f"{BUILTIN_DIR}/{{phase}}/predict/predictions"),
+        summary=f"{BUILTIN_DIR}/{{phase}}/predict/summary.json",
+    params:
+        predict=config["predict"],
+    shell:
+        "featherface predict --params {PARAMS_FILE} --set predict.model={BUILTIN_MODEL} "
+        "--set predict.weights={input.final} --out {BUILTIN_DIR}/{wildcards.phase}/predict --quiet"
+
+
+rule builtin_score:
+    priority: 10
+    input:
+        predictions=f"{BUILTIN_DIR}/{{phase}}/predict/predictions",
+        widerface=f"{DATA}/widerface",
+    output:
+        ap=f"{BUILTIN_DIR}/{{phase}}/score/ap.json",
+    params:
+        score=config["score"],
+    shell:
+        "featherface score --params {PARAMS_FILE} --set predict.model={BUILTIN_MODEL} "
+        "--predictions {input.predictions} --out {BUILTIN_DIR}/{wildcards.phase}/score"
