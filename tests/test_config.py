@@ -187,3 +187,16 @@ def test_dvc_references_stage_reads_exactly_the_protocol_keys() -> None:
     stage = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["references"]
     predict_keys = {p.split(".", 1)[1] for p in stage["params"] if isinstance(p, str) and p.startswith("predict.")}
     assert predict_keys == set(PredictConfig.PROTOCOL_KEYS)
+
+
+def test_default_train_stage_fine_tunes_the_built_in_model() -> None:
+    """params.yaml trains the built-in model's architecture from its weights: when the built-in weights change
+    to another model, train.model (and predict.model) must follow."""
+    import torch
+
+    from featherface.weights import builtin_weights
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert (params.train.init, params.train.init_weights) == ("checkpoint", "builtin")
+    checkpoint = torch.load(builtin_weights(), map_location="cpu", weights_only=False)
+    assert params.train.model == checkpoint["model_name"] == params.predict.model

@@ -5,11 +5,16 @@
 # the epochs before an interruption stay); final.pt marks the stage as done.
 # Resources: one GPU (`gpu=1`: the SLURM profile turns it into --gpus=1; a local run ignores it and trains on
 # what train.device finds), all the cores the run allows. On a CPU-only cluster: --set-resources train:gpu=0.
-# Several GPUs on one node: see the README, "Scaling up" (torchrun).
+# Several GPUs on one node: the launcher is the config key train_command (default `featherface train`), e.g.
+#   snakemake --cores all --config train_command="torchrun --nproc_per_node 4 -m featherface.train" \
+#             --set-resources train:gpu=4
+# (python -m featherface.train takes the same arguments; see the README, "Scaling up").
 
 TRAIN_CODE = py_files(
     "featherface/train", "featherface/nn", "featherface/models", "featherface/data", "featherface/ops"
 ) + ["featherface/loss.py"]
+TRAIN_COMMAND = config.get("train_command", "featherface train")
+BUILTIN_WEIGHTS = sorted(str(p) for p in Path("featherface/weights").glob("*.pt"))  # train.init_weights: builtin
 
 
 rule train:
@@ -17,6 +22,7 @@ rule train:
         code=TRAIN_CODE,
         widerface=f"{DATA}/widerface",
         weights=f"{DATA}/weights",
+        builtin=BUILTIN_WEIGHTS,
     output:
         final="results/train/final.pt",
         provenance="results/train/provenance.json",
@@ -30,4 +36,4 @@ rule train:
         mem_mb=16000,
         runtime=24 * 60,
     shell:
-        "featherface train --params {PARAMS_FILE} --resume auto --quiet > {log} 2>&1"
+        "{TRAIN_COMMAND} --params {PARAMS_FILE} --resume auto --quiet > {log} 2>&1"
