@@ -591,8 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Compute WIDER FACE Easy / Medium / Hard AP of results/predict/predictions against the official "
             "ground truth in <data.root>/widerface/val, counting only the faces of the images that have a "
-            "prediction file (it prints how many of the 3,226 val images took part). Writes results/score/ap.json "
-            "and results/score/pr_curves.png."
+            "prediction file (it prints how many of the 3,226 val images took part). Writes results/score/ap.json, "
+            "results/score/pr_curves.png and the curves as results/score/pr/<setting>.csv."
         ),
     )
     _add_params_options(p)

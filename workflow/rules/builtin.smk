@@ -24,9 +24,15 @@ rule builtin_step0:
         final=f"{BUILTIN_DIR}/step0/final.pt",
     params:
         train=config["train"],
+    log:
+        "logs/builtin/step0.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
         "featherface transfer --source-model {params.train[init_model]} --weights {params.train[init_weights]} "
-        "--model {BUILTIN_MODEL} --seed {params.train[seed]} --out {output.final}"
+        "--model {BUILTIN_MODEL} --seed {params.train[seed]} --out {output.final} > {log} 2>&1"
 
 
 rule builtin_mimic:
@@ -34,8 +40,15 @@ rule builtin_mimic:
         final=f"{BUILTIN_DIR}/mimic/final.pt",
     params:
         train=config["train"],
+    log:
+        "logs/builtin/mimic.log",
+    threads: 8
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=24 * 60,
     shell:
-        "featherface train --params {PARAMS_FILE} --out {BUILTIN_DIR}/mimic --resume auto --quiet"
+        "featherface train --params {PARAMS_FILE} --out {BUILTIN_DIR}/mimic --resume auto --quiet > {log} 2>&1"
 
 
 rule builtin_finetune:
@@ -44,8 +57,15 @@ rule builtin_finetune:
         params=BUILTIN_FINETUNE_PARAMS,
     output:
         final=f"{BUILTIN_DIR}/finetune/final.pt",
+    log:
+        "logs/builtin/finetune.log",
+    threads: 8
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=24 * 60,
     shell:
-        "featherface train --params {input.params} --out {BUILTIN_DIR}/finetune --resume auto --quiet"
+        "featherface train --params {input.params} --out {BUILTIN_DIR}/finetune --resume auto --quiet > {log} 2>&1"
 
 
 rule builtin_predict:
@@ -58,9 +78,15 @@ rule builtin_predict:
         summary=f"{BUILTIN_DIR}/{{phase}}/predict/summary.json",
     params:
         predict=config["predict"],
+    log:
+        f"logs/builtin/{{phase}}/predict.log",
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
     shell:
         "featherface predict --params {PARAMS_FILE} --set predict.model={BUILTIN_MODEL} "
-        "--set predict.weights={input.final} --out {BUILTIN_DIR}/{wildcards.phase}/predict --quiet"
+        "--set predict.weights={input.final} --out {BUILTIN_DIR}/{wildcards.phase}/predict --quiet > {log} 2>&1"
 
 
 rule builtin_score:
@@ -72,6 +98,12 @@ rule builtin_score:
         ap=f"{BUILTIN_DIR}/{{phase}}/score/ap.json",
     params:
         score=config["score"],
+    log:
+        f"logs/builtin/{{phase}}/score.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
     shell:
         "featherface score --params {PARAMS_FILE} --set predict.model={BUILTIN_MODEL} "
-        "--predictions {input.predictions} --out {BUILTIN_DIR}/{wildcards.phase}/score"
+        "--predictions {input.predictions} --out {BUILTIN_DIR}/{wildcards.phase}/score > {log} 2>&1"

@@ -108,5 +108,8 @@ rule study_table:
     log:
         "logs/study/table.log",
     threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     shell:
         "featherface study-table --params {PARAMS_FILE} --out {STUDY_DIR} > {log} 2>&1"
