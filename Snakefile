@@ -31,9 +31,16 @@ def py_files(*folders):
     return sorted(str(p) for folder in folders for p in Path(folder).glob("*.py"))
 
 
+#: The built-in weights (package data), for train.init_weights / references weights `builtin`.
+BUILTIN_WEIGHTS = sorted(str(p) for p in Path("featherface/weights").glob("*.pt"))
+
+
 def produced_or_file(path):
     """A weights path as a rule input: the download stage's weights folder when the file is inside it (the
-    folder is that rule's output), else the file itself (e.g. results/train/final.pt, the train rule's output)."""
+    folder is that rule's output), the built-in weights for `builtin`, else the file itself (e.g.
+    results/train/final.pt, the train rule's output)."""
+    if path == "builtin":
+        return BUILTIN_WEIGHTS
     weights_dir = Path(DATA) / "weights"
     return str(weights_dir) if weights_dir in Path(path).parents else path
 

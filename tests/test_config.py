@@ -130,7 +130,8 @@ def test_study_params_file_loads() -> None:
 def test_export_benchmark_and_references_sections_are_validated(tmp_path: Path) -> None:
     params = load_params(PROJECT_ROOT / "params.yaml")
     assert params.export.opset >= 19 and params.benchmark.threads == (1, 2)
-    assert [d.name for d in params.references.detectors] == ["featherface_v1", "retinaface_mnet025", "yunet_n"]
+    assert [d.name for d in params.references.detectors] == ["builtin", "featherface_v1", "retinaface_mnet025",
+                                                             "yunet_n"]
     for text, message in (
         ("export:\n  opset: 17\n", r"export.opset: must be >= 19"),
         ("export:\n  input_size: [640]\n", r"export.input_size: expected 2 items"),
@@ -200,3 +201,5 @@ def test_default_train_stage_fine_tunes_the_built_in_model() -> None:
     assert (params.train.init, params.train.init_weights) == ("checkpoint", "builtin")
     checkpoint = torch.load(builtin_weights(), map_location="cpu", weights_only=False)
     assert params.train.model == checkpoint["model_name"] == params.predict.model
+    builtin = [d for d in params.references.detectors if d.weights == "builtin"]
+    assert [d.model for d in builtin] == [checkpoint["model_name"]]  # the reference row "before fine-tuning"

@@ -162,7 +162,8 @@ def _check_results(project: Path, val_images: int) -> None:
     for setting in ("easy", "medium", "hard"):
         assert (project / "results" / "score" / "pr" / f"{setting}.csv").read_text().startswith("threshold,recall,")
     references = yaml.safe_load((project / "results" / "references" / "references.json").read_text())
-    assert [r["name"] for r in references["detectors"]] == ["featherface_v1", "retinaface_mnet025", "yunet_n"]
+    assert [r["name"] for r in references["detectors"]] == ["builtin", "featherface_v1", "retinaface_mnet025",
+                                                             "yunet_n"]
     assert all(r["num_images"] == val_images for r in references["detectors"])
     report = (project / "results" / "report" / "report.md").read_text()
     assert f"| `{model}` (this pipeline's model) |" in report and "| `yunet_n` |" in report

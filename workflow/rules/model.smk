@@ -7,6 +7,11 @@ DETECT_CODE = (
     py_files("featherface/nn", "featherface/models", "featherface/ops")
     + ["featherface/postprocess.py", "featherface/api.py", "featherface/images.py", "featherface/eval/predict.py"]
 )
+def as_list(value):
+    """A rule input that may be one path or a list of paths, as a list."""
+    return value if isinstance(value, list) else [value]
+
+
 PR_CSV = [f"results/score/pr/{setting}.csv" for setting in ("easy", "medium", "hard")]
 
 
@@ -77,7 +82,11 @@ rule references:
             "featherface/references.py", "featherface/peers.py", "featherface/runtime.py"
         ],
         widerface=f"{DATA}/widerface",
-        weights=sorted({produced_or_file(d["weights"]) for d in config["references"]["detectors"] if d["weights"]}),
+        weights=sorted({
+            path
+            for detector in config["references"]["detectors"] if detector["weights"]
+            for path in as_list(produced_or_file(detector["weights"]))
+        }),
     output:
         references="results/references/references.json",
         provenance="results/references/provenance.json",

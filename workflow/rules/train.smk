@@ -14,7 +14,6 @@ TRAIN_CODE = py_files(
     "featherface/train", "featherface/nn", "featherface/models", "featherface/data", "featherface/ops"
 ) + ["featherface/loss.py"]
 TRAIN_COMMAND = config.get("train_command", "featherface train")
-BUILTIN_WEIGHTS = sorted(str(p) for p in Path("featherface/weights").glob("*.pt"))  # train.init_weights: builtin
 
 
 rule train:
@@ -22,7 +21,7 @@ rule train:
         code=TRAIN_CODE,
         widerface=f"{DATA}/widerface",
         weights=f"{DATA}/weights",
-        builtin=BUILTIN_WEIGHTS,
+        builtin=BUILTIN_WEIGHTS,  # train.init_weights: builtin
     output:
         final="results/train/final.pt",
         provenance="results/train/provenance.json",
