@@ -272,6 +272,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    import torch
+
+    from featherface.analysis.attention import analyze_folder, write_analysis
+    from featherface.provenance import write_record
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        analysis = analyze_folder(args.weights, args.images, model=args.model, max_images=args.max_images or None,
+                                  long_side=args.long_side or None, device=args.device, progress=progress)
+    finally:
+        progress.close()
+    written = write_analysis(analysis, out_dir)
+    summary = analysis.summary
+    settings = {k: getattr(args, k) for k in ("model", "weights", "images", "max_images", "long_side", "device")}
+    write_record(out_dir, "attention", {"attention": settings}, inputs=[args.weights],
+                 extra={"images": summary["images"], "modules": [m["name"] for m in summary["modules"]]})
+    print(f"attention: {len(summary['modules'])} ODConv2d modules over {summary['images']} images "
+          f"({summary['seconds']:.1f} s); {', '.join(p.name for p in written.values())} in {out_dir}")
+    return 0
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     import torch
 
@@ -549,6 +574,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser(
+        "attention",
+        help="the 4-D attention analysis: channel, filter, spatial and kernel attention of every ODConv per image",
+        description=(
+            "Run a trained model over images (one at a time, eval mode) and record, for every ODConv2d, its channel, "
+            "filter, spatial (k x k) and kernel attentions per image. Writes attention.json (per module and head: "
+            "mean and std over images, between-image variation, entropies in nats with their maxima ln 2 / ln n, "
+            "how often each kernel is selected), attention.md (one table row per module, with the criterion "
+            "'kernel-attention entropy below 1.0 nats'), attention.npz (the per-image values), PNG plots and "
+            "provenance.json."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="checkpoint of ours (or a fork state dict with --model)")
+    p.add_argument("--model", help="registered model name (default: the architecture the checkpoint records)")
+    p.add_argument("--images", required=True, help="image folder, searched recursively (e.g. WIDER val images)")
+    p.add_argument("--max-images", type=int, default=100, metavar="N",
+                   help="analyse N images evenly spaced over the sorted list; 0: all (default 100, about a minute "
+                   "on one CPU thread)")
+    p.add_argument("--long-side", type=int, default=640,
+                   help="resize so the longer side has this many pixels; 0: original size (default 640)")
+    p.add_argument("--out", default="results/attention", help="output folder (default: results/attention)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_attention)
 
     p = verbs.add_parser(
         "detect",

@@ -15,7 +15,7 @@ from featherface.eval.prediction_files import write_prediction_folder
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report",
+    "study-table", "report", "attention",
 )
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
