@@ -244,6 +244,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
     if gt_dir is None:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
+    if args.bypass_attention and (args.predictions or args.peer):
+        raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
@@ -257,6 +259,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
             detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+            if args.bypass_attention:
+                _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
@@ -270,6 +274,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_ap(result, "evaluate")
     print(f"AP and PR curves in {out_dir}")
     return 0
+
+
+def _bypass_attention(detector, args: argparse.Namespace, out_dir: Path) -> None:
+    """Switch the detector's attention off (featherface.analysis.bypass) and record what was done in bypass.json."""
+    from featherface.analysis.attention import network_inputs, select_images
+    from featherface.analysis.bypass import bypass_attention
+    from featherface.images import list_images
+    from featherface.provenance import write_json
+
+    sources = [Path(p) for p in (args.calibration_images or [args.images])]
+    files = [f for src in sources for f in (list_images(src) if src.is_dir() else [src])]
+    chosen = select_images(files, args.calibration_count) if files else []
+    inputs = network_inputs(chosen, detector.settings.long_side, detector.device)
+    report = bypass_attention(detector.model, inputs)
+    write_json(out_dir / "bypass.json", {**report.to_dict(), "calibration_files": [str(f) for f in chosen]
+                                         if report.fixed else []})
+    print(f"attention bypassed: {report.describe()}")
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
@@ -572,6 +593,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-unknown", action="store_true",
         help="leave out prediction files of images that are not in the ground truth (default: error)",
     )
+    p.add_argument(
+        "--bypass-attention", action="store_true",
+        help="evaluate with the attention switched off: attention blocks at the six sites (ODConv residual, CBAM, "
+        "ECA+SAM) are replaced by the identity; ODConv2d modules that are the convolution itself (e.g. the SSH "
+        "convs of featherface_odconv_ssh) get every attention (channel, filter, spatial, kernel) fixed to its mean "
+        "over calibration images, i.e. become a static conv with the kernel built from the mean attentions. "
+        "Writes bypass.json",
+    )
+    p.add_argument("--calibration-images", nargs="+", metavar="PATH",
+                   help="with --bypass-attention: image files or folders for the mean attentions "
+                   "(default: the --images folder)")
+    p.add_argument("--calibration-count", type=int, default=32, metavar="N",
+                   help="with --bypass-attention: use N calibration images, evenly spaced over the sorted list "
+                   "(default 32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
