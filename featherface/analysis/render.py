@@ -111,8 +111,9 @@ def run_description(summary: Mapping[str, Any]) -> str:
 def criterion_note(summary: Mapping[str, Any]) -> list[str]:
     """What the entropy criterion means for n kernels (and a line when no module has a kernel attention)."""
     criterion = _criterion(summary)
-    lines = [f"Criterion \"kernel-attention entropy below {criterion:.1f} nats\" (the founding notebook's): the entropy "
-             f"of n kernels is at most ln n, so the criterion only says something when ln n > {criterion:.1f}, i.e. "
+    lines = [f"Criterion \"kernel-attention entropy below {criterion:.1f} nats\" (the founding notebook's): the "
+             f"entropy of n kernels is at most ln n, so the criterion only says something when ln n > {criterion:.1f}, "
+             "i.e. "
              "n >= 3 (ln 3 = 1.099, ln 4 = 1.386). With n = 2 (maximum ln 2 = 0.693) it holds for any attention, "
              "even a uniform one; compare the entropy with its maximum instead."]
     if not any("skipped" not in m["heads"]["kernel"] for m in summary["modules"]):
