@@ -244,6 +244,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
     if gt_dir is None:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
+    if args.bypass_attention and (args.predictions or args.peer):
+        raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
@@ -257,6 +259,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
             detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+            if args.bypass_attention:
+                _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
@@ -269,6 +273,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = _score_folder(pred_dir, gt_dir, out_dir, args.iou, "ignore" if args.ignore_unknown else "error", None)
     _print_ap(result, "evaluate")
     print(f"AP and PR curves in {out_dir}")
+    return 0
+
+
+def _bypass_attention(detector, args: argparse.Namespace, out_dir: Path) -> None:
+    """Switch the detector's attention off (featherface.analysis.bypass) and record what was done in bypass.json."""
+    from featherface.analysis.attention import network_inputs, select_images
+    from featherface.analysis.bypass import bypass_attention
+    from featherface.images import list_images
+    from featherface.provenance import write_json
+
+    sources = [Path(p) for p in (args.calibration_images or [args.images])]
+    files = [f for src in sources for f in (list_images(src) if src.is_dir() else [src])]
+    chosen = select_images(files, args.calibration_count) if files else []
+    inputs = network_inputs(chosen, detector.settings.long_side, detector.device)
+    report = bypass_attention(detector.model, inputs)
+    write_json(out_dir / "bypass.json", {**report.to_dict(), "calibration_files": [str(f) for f in chosen]
+                                         if report.fixed else []})
+    print(f"attention bypassed: {report.describe()}")
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    import torch
+
+    from featherface.analysis.attention import analyze_folder, write_analysis
+    from featherface.provenance import write_record
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        analysis = analyze_folder(args.weights, args.images, model=args.model, max_images=args.max_images or None,
+                                  long_side=args.long_side or None, device=args.device, progress=progress)
+    finally:
+        progress.close()
+    written = write_analysis(analysis, out_dir)
+    summary = analysis.summary
+    settings = {k: getattr(args, k) for k in ("model", "weights", "images", "max_images", "long_side", "device")}
+    write_record(out_dir, "attention", {"attention": settings}, inputs=[args.weights],
+                 extra={"images": summary["images"], "modules": [m["name"] for m in summary["modules"]]})
+    print(f"attention: {len(summary['modules'])} ODConv2d modules over {summary['images']} images "
+          f"({summary['seconds']:.1f} s); {', '.join(p.name for p in written.values())} in {out_dir}")
     return 0
 
 
@@ -570,8 +616,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-unknown", action="store_true",
         help="leave out prediction files of images that are not in the ground truth (default: error)",
     )
+    p.add_argument(
+        "--bypass-attention", action="store_true",
+        help="evaluate with the attention switched off: attention blocks at the six sites (ODConv residual, CBAM, "
+        "ECA+SAM) are replaced by the identity; ODConv2d modules that are the convolution itself (e.g. the SSH "
+        "convs of featherface_odconv_ssh) get every attention (channel, filter, spatial, kernel) fixed to its mean "
+        "over calibration images, i.e. become a static conv with the kernel built from the mean attentions. "
+        "Writes bypass.json",
+    )
+    p.add_argument("--calibration-images", nargs="+", metavar="PATH",
+                   help="with --bypass-attention: image files or folders for the mean attentions "
+                   "(default: the --images folder)")
+    p.add_argument("--calibration-count", type=int, default=32, metavar="N",
+                   help="with --bypass-attention: use N calibration images, evenly spaced over the sorted list "
+                   "(default 32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser(
+        "attention",
+        help="the 4-D attention analysis: channel, filter, spatial and kernel attention of every ODConv per image",
+        description=(
+            "Run a trained model over images (one at a time, eval mode) and record, for every ODConv2d, its channel, "
+            "filter, spatial (k x k) and kernel attentions per image. Writes attention.json (per module and head: "
+            "mean and std over images, between-image variation, entropies in nats with their maxima ln 2 / ln n, "
+            "how often each kernel is selected), attention.md (one table row per module, with the criterion "
+            "'kernel-attention entropy below 1.0 nats'), attention.npz (the per-image values), PNG plots and "
+            "provenance.json."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="checkpoint of ours (or a fork state dict with --model)")
+    p.add_argument("--model", help="registered model name (default: the architecture the checkpoint records)")
+    p.add_argument("--images", required=True, help="image folder, searched recursively (e.g. WIDER val images)")
+    p.add_argument("--max-images", type=int, default=100, metavar="N",
+                   help="analyse N images evenly spaced over the sorted list; 0: all (default 100, about a minute "
+                   "on one CPU thread)")
+    p.add_argument("--long-side", type=int, default=640,
+                   help="resize so the longer side has this many pixels; 0: original size (default 640)")
+    p.add_argument("--out", default="results/attention", help="output folder (default: results/attention)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_attention)
 
     p = verbs.add_parser(
         "detect",

@@ -15,7 +15,7 @@ from featherface.eval.prediction_files import write_prediction_folder
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report", "transfer", "pack",
+    "study-table", "report", "transfer", "pack", "attention",
 )
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
@@ -139,6 +139,38 @@ def test_evaluate_a_model_on_two_images(
 def test_evaluate_needs_predictions_or_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--gt", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "give either --predictions DIR, or --model/--weights or --peer with --images DIR" in capsys.readouterr().err
+
+
+def test_evaluate_with_the_attention_bypassed(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.registry import create_model
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_odconv_ssh", width=16, bifpn_repeats=1))
+    images = _copy_two_val_images(widerface_dir, tmp_path)
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--weights", str(weights), "--images", str(images.parent), "--gt", str(widerface_dir / "val"),
+        "--out", str(out), "--bypass-attention", "--calibration-count", "1", "--quiet",
+    ])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "attention bypassed: 15 ODConv2d attentions fixed to their mean over 1 calibration images" in stdout
+    assert "(2 of the 3226 val images took part)" in stdout
+    record = json.loads((out / "bypass.json").read_text())
+    assert len(record["fixed"]) == 15 and record["identity"] == {} and record["calibration_images"] == 1
+    assert record["calibration_files"] == [str(images / sorted(TWO_VAL_IMAGES)[0])]
+    assert (out / "ap.json").is_file()
+
+
+def test_bypass_attention_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--predictions", str(tmp_path), "--gt", str(tmp_path), "--bypass-attention",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--bypass-attention needs a model of ours" in capsys.readouterr().err
 
 
 def test_validate_with_a_parameter_file(
