@@ -28,7 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from featherface.images import ColorOrder, read_image, resize_long_side, to_bgr, to_tensor
+from featherface.images import (
+    ColorOrder,
+    as_image_list,
+    large_image_warning,
+    read_image,
+    resize_long_side,
+    to_bgr,
+    to_tensor,
+)
 from featherface.ops.priors import make_priors
 from featherface.postprocess import Detections, detect_batch, face_scores
 
@@ -112,6 +120,7 @@ class FaceDetector:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.eval().to(self.device)
         self._priors: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._warned_large = False
 
     @classmethod
     def builtin(
@@ -198,7 +207,18 @@ class FaceDetector:
             array = read_image(image)
         else:
             array = to_bgr(image, color, where=f"image {index}")
+        self._warn_if_large(array, image, index)
         return resize_long_side(array, self.settings.long_side)
+
+    def _warn_if_large(self, array: np.ndarray, image: ImageInput, index: int) -> None:
+        """Log :func:`~featherface.images.large_image_warning` once per detector."""
+        if self._warned_large:
+            return
+        where = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+        message = large_image_warning(array.shape[0], array.shape[1], self.settings.long_side, where)
+        if message:
+            log.warning("%s (further large images are not reported)", message)
+            self._warned_large = True
 
     @torch.inference_mode()
     def detect(self, images: ImageInput | Sequence[ImageInput], color: ColorOrder = "bgr") -> Any:
@@ -213,8 +233,7 @@ class FaceDetector:
             One :class:`~featherface.postprocess.Detections` (CPU tensors, original pixels) for a single image, a
             list of them for a list.
         """
-        single = isinstance(images, (str, os.PathLike, np.ndarray))
-        batch = [images] if single else list(images)  # type: ignore[list-item]
+        single, batch = as_image_list(images)
         prepared = [self._prepare(image, color, i) for i, image in enumerate(batch)]
         results: list[Detections | None] = [None] * len(prepared)
         groups: dict[tuple[int, int], list[int]] = {}
