@@ -300,6 +300,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     write_json(out_dir / "summary.json", summary.to_dict())
     for path, reason in summary.skipped.items():
         print(f"  skipped {path}: {reason}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
     print(f"detect: {summary.images} images ({summary.image_faces} faces) on {detector.device}; outputs in {out_dir}")
     for video in summary.videos:
         print(
@@ -576,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-images", dest="save_images", action="store_false", help="write no annotated images/videos")
     p.add_argument("--no-json", dest="save_json", action="store_false", help="write no .json / .jsonl")
     p.add_argument("--max-frames", type=int, default=None, help="process at most N frames per video")
-    p.add_argument("--keep-going", action="store_true", help="skip unreadable files named directly instead of failing")
+    p.add_argument("--keep-going", action="store_true",
+                   help="skip missing paths and unreadable files named directly instead of failing (they are listed)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
