@@ -206,12 +206,22 @@ def _print_ap(result, label: str) -> None:
     )
 
 
-def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None):
+#: What `featherface score` / `evaluate` say about prediction files of images that are not in the ground truth.
+UNKNOWN_HINT_EVALUATE = "pass --ignore-unknown to leave them out"
+UNKNOWN_HINT_SCORE = ("score only the val images, or run `featherface evaluate --predictions DIR --gt DIR "
+                      "--ignore-unknown` to leave them out")
+
+
+def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None,
+                  unknown_hint: str = UNKNOWN_HINT_EVALUATE):
     from featherface.eval.plots import plot_pr_curves
-    from featherface.eval.widerface import evaluate_folder
+    from featherface.eval.widerface import UnknownImagesError, evaluate_folder
     from featherface.provenance import atomic_write_text
 
-    result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    try:
+        result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    except UnknownImagesError as err:
+        raise err.with_hint(unknown_hint) from None
     atomic_write_text(out_dir / "ap.json", result.to_json())
     plot_pr_curves(result, out_dir / "pr_curves.png", title=title)
     return result
@@ -226,7 +236,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     gt_dir = resolve_path(params.data.root, root) / "widerface" / "val"
     out_dir = Path(args.out) if args.out else root / "results" / "score"
     title = f"{params.predict.model} on WIDER FACE val"
-    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title)
+    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title, UNKNOWN_HINT_SCORE)
     inputs = [*sorted(gt_dir.glob("wider_*_val.mat"))]
     write_record(
         out_dir, "score", {"score": to_dict(params.score), "predict": to_dict(params.predict)}, inputs=inputs,
@@ -238,7 +248,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from featherface.api import DetectorSettings, FaceDetector, WIDER_PROTOCOL
-    from featherface.eval.predict import predict_folder
+    from featherface.eval.predict import UnreadableImageError, predict_folder
 
     out_dir = Path(args.out)
     gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
@@ -260,7 +270,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
-            summary = predict_folder(detector, args.images, pred_dir, progress=progress)
+            summary = predict_folder(detector, args.images, pred_dir, progress=progress,
+                                     skip_unreadable=args.skip_unreadable)
+        except UnreadableImageError as err:
+            raise err.with_hint("pass --skip-unreadable to leave it out") from None
         finally:
             progress.close()
         print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
@@ -548,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ignore-unknown", action="store_true",
         help="leave out prediction files of images that are not in the ground truth (default: error)",
+    )
+    p.add_argument(
+        "--skip-unreadable", action="store_true",
+        help="with --images: leave out images that cannot be read, with a warning (default: error, since a left-out "
+        "image changes the AP)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
