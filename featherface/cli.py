@@ -362,10 +362,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress(not args.quiet)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
+                             overwrite=args.overwrite)
     except NonFiniteLossError as err:
         print(f"featherface train: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
+        progress.close()
+        print(f"featherface train: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         progress.close()
     print(f"train: final checkpoint {final}")
@@ -504,7 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: results/train)")
     p.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
                    help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
-                   "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
+                   "auto: continue a compatible one, else keep the old files as <name>.stale-<time>.<ext> and start "
+                   "afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run; its last.pt, metrics.csv, final.pt and "
+                   "provenance.json are kept as <name>.stale-<time>.<ext> (without it such a folder is refused)")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(
@@ -710,6 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(f"featherface {args.verb}: interrupted", file=sys.stderr)
+        return 130
     except KeyError as err:
         print(f"featherface {args.verb}: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

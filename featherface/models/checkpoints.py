@@ -287,11 +287,13 @@ class CheckpointWriteError(OSError):
         kept = f"the previous {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
         super().__init__(getattr(error, "errno", None) or 0,
                          f"cannot write the checkpoint {path}: {reason}; {kept}. Free some space or choose "
-                         "another output folder, then run again")
+                         "another output folder")
         self.path = path
+        #: more advice added by the caller (e.g. the trainer: what last.pt holds and how to continue).
+        self.advice: str | None = None
 
     def __str__(self) -> str:
-        return str(self.strerror)
+        return f"{self.strerror}. {self.advice}" if self.advice else f"{self.strerror}, then run again"
 
 
 def _write_failure_reason(error: BaseException) -> str:
@@ -309,7 +311,7 @@ def _write_failure_reason(error: BaseException) -> str:
     text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", raw).strip()
     text = text.splitlines()[0] if text else type(error).__name__
     if "inline_container" in raw or "PytorchStreamWriter" in raw or "file write failed" in raw:
-        return f"the file could not be written completely ({text}): disk full, or a file size limit (ulimit -f)?"
+        return f"the file could not be written completely ({text}; a full disk, or a file size limit set by ulimit -f)"
     return text
 
 
