@@ -207,18 +207,21 @@ class FaceDetector:
             array = read_image(image)
         else:
             array = to_bgr(image, color, where=f"image {index}")
-        self._warn_if_large(array, image, index)
+        where = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+        self.large_input_warning(array.shape[0], array.shape[1], where)
         return resize_long_side(array, self.settings.long_side)
 
-    def _warn_if_large(self, array: np.ndarray, image: ImageInput, index: int) -> None:
-        """Log :func:`~featherface.images.large_image_warning` once per detector."""
+    def large_input_warning(self, height: int, width: int, where: str) -> str | None:
+        """The first time this detector meets an image too large to run at its original size (see
+        :func:`~featherface.images.large_image_warning`): log a warning suggesting ``long_side`` and return it;
+        ``None`` otherwise (later large images are not reported)."""
         if self._warned_large:
-            return
-        where = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
-        message = large_image_warning(array.shape[0], array.shape[1], self.settings.long_side, where)
+            return None
+        message = large_image_warning(height, width, self.settings.long_side, where)
         if message:
             log.warning("%s (further large images are not reported)", message)
             self._warned_large = True
+        return message
 
     @torch.inference_mode()
     def detect(self, images: ImageInput | Sequence[ImageInput], color: ColorOrder = "bgr") -> Any:

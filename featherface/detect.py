@@ -344,6 +344,7 @@ class DetectRunSummary:
         outputs: every file written, in order.
         image_detector_seconds: wall time inside the detector for the images.
         seconds: wall time of the whole run.
+        notes: warnings about images (the first image too large to run at its original size).
     """
 
     images: int = 0
@@ -353,11 +354,13 @@ class DetectRunSummary:
     outputs: list[str] = field(default_factory=list)
     image_detector_seconds: float = 0.0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
-        """Warnings about outputs that may be incomplete (a truncated video), one line each."""
-        return [v.warning for v in self.videos if v.warning]
+        """Warnings for the user, one line each: :attr:`notes` (an image too large for its original size), then
+        videos whose outputs may be incomplete (a truncated file)."""
+        return [*self.notes, *(v.warning for v in self.videos if v.warning)]
 
     @property
     def frames(self) -> int:
@@ -509,6 +512,9 @@ def _detect_image(
         log.warning("skipping %s: %s", item.path, err)
         summary.skipped[str(item.path)] = str(err)
         return
+    large = detector.large_input_warning(image.shape[0], image.shape[1], str(item.path))
+    if large:
+        summary.notes.append(large)
     start = time.perf_counter()
     dets = detector(image)
     summary.image_detector_seconds += time.perf_counter() - start

@@ -449,10 +449,16 @@ def test_keep_going_skips_a_missing_path(tmp_path: Path, stub: FaceDetector) -> 
     assert summary.images == 1 and summary.skipped == {str(missing): f"input not found: {missing}"}
 
 
+def _use_stub_as_builtin(monkeypatch) -> None:
+    """`featherface detect` without --weights gets the one-face stub instead of the built-in weights."""
+    stub = classmethod(lambda cls, device=None, **kw: FaceDetector(OneFaceNet(), device="cpu", **kw))
+    monkeypatch.setattr(FaceDetector, "builtin", stub)
+
+
 def test_cli_keep_going_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     from featherface.cli import main
 
-    monkeypatch.setattr(FaceDetector, "builtin", classmethod(lambda cls, **kw: FaceDetector(OneFaceNet(), device="cpu")))
+    _use_stub_as_builtin(monkeypatch)
     good = _write_png(tmp_path / "good.png", _color())
     missing = tmp_path / "missing.jpg"
     args = ["detect", str(missing), str(good), "-o", str(tmp_path / "out"), "-q"]
@@ -468,7 +474,7 @@ def test_cli_keep_going_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_prints_the_truncated_video_warning(tmp_path: Path, capsys, monkeypatch) -> None:
     from featherface.cli import main
 
-    monkeypatch.setattr(FaceDetector, "builtin", classmethod(lambda cls, **kw: FaceDetector(OneFaceNet(), device="cpu")))
+    _use_stub_as_builtin(monkeypatch)
     video = _truncated_avi(tmp_path / "cut.avi")
     assert main(["detect", str(video), "-o", str(tmp_path / "out"), "-q"]) == 0
     err = capsys.readouterr().err
@@ -506,3 +512,23 @@ def test_temporary_files_of_a_killed_run_are_removed(tmp_path: Path, stub: FaceD
     run_detect(stub, [image], out)
     assert not any(p.exists() for p in left) and unrelated.exists()
     assert (out / "x.jpg").is_file()
+
+
+def test_cli_warns_about_a_large_image(tmp_path: Path, caplog, capsys, monkeypatch) -> None:
+    """The threshold is lowered to 30x30 pixels so that the test needs no 8000x6000 image."""
+    import featherface.images as images_mod
+    from featherface.cli import main
+
+    _use_stub_as_builtin(monkeypatch)
+    monkeypatch.setattr(images_mod, "LARGE_IMAGE_PIXELS", 900)
+    big = _write_png(tmp_path / "big.png", _color(48, 64))
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        assert main(["detect", str(big), str(big.parent), "-o", str(tmp_path / "out"), "-q"]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # once, naming the file
+    assert warning.startswith(f"{big} is 64x48 (0 megapixels) and runs at its original size")
+    assert "--long-side 1920" in warning
+    assert f"  warning: {big} is 64x48" in capsys.readouterr().err  # the command's own line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        assert main(["detect", str(big), "-o", str(tmp_path / "out2"), "-q", "--long-side", "64"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -120,7 +120,7 @@ def test_failed_write_names_the_file_and_keeps_the_old_one(tmp_path: Path, monke
         save_checkpoint(path, model, epoch=2)
     message = str(info.value)
     assert message.startswith(f"cannot write the checkpoint {path}: the file could not be written completely")
-    assert "inline_container" not in message and "disk full" in message
+    assert "inline_container" not in message and "a full disk, or a file size limit" in message
     assert "the previous last.pt is unchanged" in message
     assert isinstance(info.value, OSError)
     monkeypatch.undo()
@@ -131,5 +131,6 @@ def test_failed_write_names_the_file_and_keeps_the_old_one(tmp_path: Path, monke
 def test_unwritable_folder_names_the_checkpoint(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(CheckpointWriteError, match=r"cannot write the checkpoint .*file/sub/x\.pt: .*no x\.pt was written"):
+    with pytest.raises(CheckpointWriteError,
+                       match=r"cannot write the checkpoint .*file/sub/x\.pt: .*no x\.pt was written"):
         save_checkpoint(blocker / "sub" / "x.pt", FeatherFace(TINY))
