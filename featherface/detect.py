@@ -35,6 +35,7 @@ run writes the same outputs.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
@@ -695,6 +696,8 @@ def run_detect(
         log.info("ignoring %d images found inside the output folder %s", len(inside), out_dir)
         items = [it for it in items if it not in inside]
     try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(out_dir, err) from err

@@ -497,7 +497,7 @@ def test_write_failure_names_the_file(tmp_path: Path, stub: FaceDetector, monkey
     assert _no_temp_files(out) and not (out / "x.jpg").exists()
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the output folder should be")
-    with pytest.raises(detect_mod.OutputError, match=f"cannot write {blocked}"):
+    with pytest.raises(detect_mod.OutputError, match=f"cannot write {blocked}: it is a file, not a folder"):
         run_detect(stub, [image], blocked)
 
 
