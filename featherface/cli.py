@@ -206,12 +206,22 @@ def _print_ap(result, label: str) -> None:
     )
 
 
-def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None):
+#: What `featherface score` / `evaluate` say about prediction files of images that are not in the ground truth.
+UNKNOWN_HINT_EVALUATE = "pass --ignore-unknown to leave them out"
+UNKNOWN_HINT_SCORE = ("score only the val images, or run `featherface evaluate --predictions DIR --gt DIR "
+                      "--ignore-unknown` to leave them out")
+
+
+def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None,
+                  unknown_hint: str = UNKNOWN_HINT_EVALUATE):
     from featherface.eval.plots import plot_pr_curves
-    from featherface.eval.widerface import evaluate_folder
+    from featherface.eval.widerface import UnknownImagesError, evaluate_folder
     from featherface.provenance import atomic_write_text
 
-    result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    try:
+        result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    except UnknownImagesError as err:
+        raise err.with_hint(unknown_hint) from None
     atomic_write_text(out_dir / "ap.json", result.to_json())
     plot_pr_curves(result, out_dir / "pr_curves.png", title=title)
     return result
@@ -226,7 +236,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     gt_dir = resolve_path(params.data.root, root) / "widerface" / "val"
     out_dir = Path(args.out) if args.out else root / "results" / "score"
     title = f"{params.predict.model} on WIDER FACE val"
-    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title)
+    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title, UNKNOWN_HINT_SCORE)
     inputs = [*sorted(gt_dir.glob("wider_*_val.mat"))]
     write_record(
         out_dir, "score", {"score": to_dict(params.score), "predict": to_dict(params.predict)}, inputs=inputs,
@@ -238,7 +248,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from featherface.api import DetectorSettings, FaceDetector, WIDER_PROTOCOL
-    from featherface.eval.predict import predict_folder
+    from featherface.eval.predict import UnreadableImageError, predict_folder
 
     out_dir = Path(args.out)
     gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
@@ -264,7 +274,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
-            summary = predict_folder(detector, args.images, pred_dir, progress=progress)
+            summary = predict_folder(detector, args.images, pred_dir, progress=progress,
+                                     skip_unreadable=args.skip_unreadable)
+        except UnreadableImageError as err:
+            raise err.with_hint("pass --skip-unreadable to leave it out") from None
         finally:
             progress.close()
         print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
@@ -346,6 +359,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     write_json(out_dir / "summary.json", summary.to_dict())
     for path, reason in summary.skipped.items():
         print(f"  skipped {path}: {reason}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
     print(f"detect: {summary.images} images ({summary.image_faces} faces) on {detector.device}; outputs in {out_dir}")
     for video in summary.videos:
         print(
@@ -416,10 +431,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress(not args.quiet)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
+                             overwrite=args.overwrite)
     except NonFiniteLossError as err:
         print(f"featherface train: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
+        progress.close()
+        print(f"featherface train: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         progress.close()
     print(f"train: final checkpoint {final}")
@@ -558,7 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: results/train)")
     p.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
                    help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
-                   "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
+                   "auto: continue a compatible one, else keep the old files as <name>.stale-<time>.<ext> and start "
+                   "afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run; its last.pt, metrics.csv, final.pt and "
+                   "provenance.json are kept as <name>.stale-<time>.<ext> (without it such a folder is refused)")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(
@@ -630,6 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-count", type=int, default=32, metavar="N",
                    help="with --bypass-attention: use N calibration images, evenly spaced over the sorted list "
                    "(default 32)")
+    p.add_argument(
+        "--skip-unreadable", action="store_true",
+        help="with --images: leave out images that cannot be read, with a warning (default: error, since a left-out "
+        "image changes the AP)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 
@@ -685,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-images", dest="save_images", action="store_false", help="write no annotated images/videos")
     p.add_argument("--no-json", dest="save_json", action="store_false", help="write no .json / .jsonl")
     p.add_argument("--max-frames", type=int, default=None, help="process at most N frames per video")
-    p.add_argument("--keep-going", action="store_true", help="skip unreadable files named directly instead of failing")
+    p.add_argument("--keep-going", action="store_true",
+                   help="skip missing paths and unreadable files named directly instead of failing (they are listed)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
@@ -832,6 +862,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(f"featherface {args.verb}: interrupted", file=sys.stderr)
+        return 130
     except KeyError as err:
         print(f"featherface {args.verb}: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

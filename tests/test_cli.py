@@ -263,3 +263,48 @@ def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
     with torch.no_grad():
         for a, b in zip(teacher.eval()(x), student(x)):
             assert torch.allclose(a, b, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- issue 15: evaluate's errors
+
+
+def test_evaluate_refuses_an_unreadable_image_unless_skip_unreadable(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.registry import create_model
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_none", width=16, bifpn_repeats=1))
+    images = _copy_two_val_images(widerface_dir, tmp_path)
+    (images / TWO_VAL_IMAGES[0]).unlink()
+    bad = images / "0_Parade_Parade_0_999.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--weights", str(weights), "--images", str(images.parent), "--gt", str(widerface_dir / "val"),
+            "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"featherface evaluate: error: cannot read the image {bad}" in err
+    assert "leaving it out would change the AP" in err and "pass --skip-unreadable to leave it out" in err
+    assert not (out / "ap.json").exists()
+    assert main(args + ["--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 0--Parade/0_Parade_Parade_0_999.jpg" in captured.err
+    assert "(1 of the 3226 val images took part)" in captured.out
+
+
+def test_unknown_prediction_files_name_the_cli_flag(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preds = tmp_path / "preds"
+    write_prediction_folder({"0--Parade/0_Parade_marchingband_1_465": np.zeros((0, 5)),
+                             "0--Parade/not_a_val_image": np.zeros((0, 5))}, preds)
+    args = ["evaluate", "--predictions", str(preds), "--gt", str(widerface_dir / "val"), "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 prediction(s) for images not in the ground truth: '0--Parade/not_a_val_image'" in err
+    assert "(pass --ignore-unknown to leave them out)" in err and "unknown='ignore'" not in err
+    assert main(args + ["--ignore-unknown"]) == 0

@@ -125,3 +125,16 @@ def test_study_params_file_loads() -> None:
     params = load_params(PROJECT_ROOT / "params-study.yaml")
     assert len(params.study.runs) == 8
     assert {init for _, init in params.study.run_names().values()} == {"imagenet", "fork_trunk"}
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\npredict:\n  long_side: 640\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (f"{path}:4: key 'train.lr' is given twice (lines 2 and 4); YAML would silently keep "
+                               "the last value: keep one of them")
+    section_twice = write(tmp_path, "score:\n  iou_threshold: 0.5\nscore:\n  iou_threshold: 0.7\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml:3: key 'score' is given twice \(lines 1 and 3\)"):
+        load_params(section_twice)
+    # the same key in different sections is fine
+    assert load_params(write(tmp_path, "predict:\n  nms_iou: 0.3\ntrain:\n  lr: 0.2\n")).predict.nms_iou == 0.3
