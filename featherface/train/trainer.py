@@ -270,7 +270,7 @@ def build_dataset(config: TrainConfig, train_dir: str | Path, label_file: str | 
     from featherface.data.dataset import WiderTrainDataset
     from featherface.data.transforms import TrainTransform
 
-    transform = TrainTransform(image_size=config.image_size)
+    transform = TrainTransform(image_size=config.image_size, scales=tuple(config.crop_scales))
     dataset: Dataset = WiderTrainDataset(train_dir, label_file, transform, min_face_px=config.min_face_px,
                                          seed=config.seed)
     if extra_dirs:
