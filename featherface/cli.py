@@ -325,7 +325,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"input_size": tuple(args.input_size), "batch_size": args.batch_size,
                                   "check": not args.no_check}
     if (fmt or output.suffix.lstrip(".")) == "onnx":
-        options.update(opset=args.opset, dynamic=not args.static)
+        options.update(opset=args.opset, dynamic=not args.static, dynamic_batch=args.dynamic_batch,
+                       fuse=not args.no_fuse)
     else:
         options.update(device=args.device)
     summary = export_pretrained(args.model, args.weights, output, format=fmt, **options)
@@ -598,10 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser(
         "export",
-        help="export a model to ONNX (dynamic batch/height/width, DeformConv, opset 19) or TorchScript",
+        help="export a model to ONNX (batch 1, dynamic height/width, DeformConv, opset 19) or TorchScript",
         description=(
             "Export a model with its weights to ONNX (input 'input' (B,3,H,W) BGR minus mean; outputs 'loc', "
-            "'logits', 'landmarks'; dynamic batch, height and width; deformable convolutions as the ONNX DeformConv "
+            "'logits', 'landmarks'; batch 1 (--dynamic-batch for any), dynamic height and width; exact deployment "
+            "rewrites (--no-fuse for none); deformable convolutions as the ONNX DeformConv "
             "operator, which needs opset 19) or TorchScript (traced; follows the input size). The file is checked "
             "against eager PyTorch before it is written, and the parity figures are printed."
         ),
@@ -617,6 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example input size used for tracing (default 640 640)")
     p.add_argument("--batch-size", type=int, default=1, help="example batch size used for tracing (default 1)")
     p.add_argument("--static", action="store_true", help="ONNX: fixed batch, height and width")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX: a dynamic batch axis too (ODConvs then export their slower batch-independent form; "
+                   "default: batch 1, dynamic height and width)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="ONNX: export the model as it is, without the exact deployment rewrites (BatchNorm folded into "
+                   "the deformable convs, merged offset/mask convs, ODConv kernels computed in one Conv)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
     p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
     p.add_argument("--summary", help="also write the JSON summary to this file")
