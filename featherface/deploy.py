@@ -11,6 +11,12 @@ mathematically equal ones (float rounding aside, about 1e-6 relative), built for
 * **Dense ODConvs** (:class:`ComputedODConvBN`, ``featherface_odconv_ssh``'s SSH) at batch 1: the per-sample
   kernel is computed in the graph from the attention branch on the pooled input, with the following BatchNorm
   folded into the candidate kernels (its scale) and the conv bias (its shift), and applied with one ``Conv``.
+  The two SSH convs that read the same tensor (``conv3x3`` and ``conv5x5_reduce`` on x, ``conv5x5`` and
+  ``conv7x7_reduce`` on r) become one ``Conv`` with their kernels concatenated; likewise for plain SSH convs
+  (:class:`StaticConvBN`).
+* **SSH output** (:class:`FusedSSH`): the ReLU after the concatenation moves into the three branch convs
+  (``relu(cat) == cat(relu)``; ONNX Runtime fuses a ReLU into a ``Conv``), and in a whole FeatherFace the channel
+  shuffle is left out and the detection heads' 1x1 convs read the unshuffled channels through permuted weights.
 * **Residual depthwise ODConv sites** (:class:`ComputedODConvSite`, ``y = x + scale * ODConv_dw(x)``) at batch
   1: the per-sample depthwise kernel, with ``scale`` folded into the candidate kernels and the residual folded
   into the kernel as a 1 at its centre tap, applied with one depthwise ``Conv``.
@@ -39,11 +45,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from featherface.models.heads import DetectionHeads
 from featherface.nn.blocks import channel_shuffle
 from featherface.nn.deform import deform_conv2d_by_sampling
 from featherface.nn.odconv import AttentionBranch, ODConv2d
 from featherface.nn.odconv_attention import ODConvAttention
-from featherface.nn.ssh import SSH, DeformConvBN, ModulatedDeformConv2d, ODConvBN
+from featherface.nn.ssh import SSH, DeformConvBN, ModulatedDeformConv2d, ODConvBN, PlainConvBN
 
 __all__ = [
     "ComputedODConvBN",
@@ -52,6 +59,7 @@ __all__ = [
     "FusedDeformConvBN",
     "FusedSSH",
     "FusionReport",
+    "StaticConvBN",
     "fuse_for_export",
 ]
 
@@ -179,11 +187,35 @@ class ComputedODConvBN(nn.Module):
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.act = copy.deepcopy(block.act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (weight, bias) of the conv for the sample ``x``."""
         _check_batch1(x, "ComputedODConvBN")
-        w = _mix_kernel(self.weight, *self.attention(x))
-        y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        return self.act(y)
+        return _mix_kernel(self.weight, *self.attention(x)), self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.kernel(x)
+        return self.act(F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups))
+
+
+class StaticConvBN(nn.Module):
+    """:class:`~featherface.nn.ssh.PlainConvBN` with its BN folded: ``act(conv(x, s W) + b)``; ``kernel`` returns
+    the constant (weight, bias), so it can be merged with other convs on the same input."""
+
+    def __init__(self, block: PlainConvBN) -> None:
+        super().__init__()
+        conv = block.conv
+        scale, shift = _bn_scale_shift(block.bn)
+        self.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+        bias = shift if conv.bias is None else shift + conv.bias.detach() * scale
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.act = copy.deepcopy(block.act)
+
+    def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weight, self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
 
 
 class ComputedODConvSite(nn.Module):
@@ -276,37 +308,97 @@ class _MergedConv(nn.Module):
         return out
 
 
-def _branch_conv(block: nn.Module, batch1: bool) -> nn.Module:
-    """The deployment form of one non-deformable SSH conv block."""
+class _SharedInputConv(nn.Module):
+    """Conv blocks reading the same input, with the same geometry, as one conv: their (static or computed)
+    kernels and biases concatenated along the output channels; each block's activation on its slice."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        first = parts[0]
+        geometry = [(p.stride, p.padding, p.dilation, p.groups) for p in parts]
+        if len(set(geometry)) != 1 or first.groups != 1:
+            raise ValueError("FusedSSH: convs on one input with different geometry (or grouped) cannot be merged")
+        self.parts = nn.ModuleList(parts)
+        self.sizes = [int(p.weight.shape[-4]) for p in parts]
+        self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        kernels = [p.kernel(x) for p in self.parts]
+        weight = torch.cat([w for w, _ in kernels]) if len(kernels) > 1 else kernels[0][0]
+        bias = torch.cat([b for _, b in kernels]) if len(kernels) > 1 else kernels[0][1]
+        y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        out, start = [], 0
+        for part, size in zip(self.parts, self.sizes):
+            out.append(part.act(y[:, start:start + size]))
+            start += size
+        return out
+
+
+class _Separate(nn.Module):
+    """Blocks on one input run one by one (ODConvs kept for a dynamic batch): the :class:`_SharedInputConv`
+    interface without merging."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [part(x) for part in self.parts]
+
+
+def _deploy_conv(block: nn.Module, batch1: bool) -> nn.Module:
+    """The deployment form of one non-deformable SSH conv block (a copy of it when it has none)."""
     if isinstance(block, ODConvBN) and batch1:
         return ComputedODConvBN(block)
-    return copy.deepcopy(block)  # plain ConvBN (the exporter folds its BN), or ODConvBN with a dynamic batch
+    if isinstance(block, PlainConvBN):
+        return StaticConvBN(block)
+    return copy.deepcopy(block)  # an ODConvBN kept for a dynamic batch
 
 
 class FusedSSH(nn.Module):
-    """An :class:`~featherface.nn.ssh.SSH` with its deformable convs fused (:class:`FusedDeformConvBN`; the
-    offset / mask convs of ``conv3x3`` and ``conv5x5_reduce`` (both on x) as one conv, likewise of ``conv5x5``
-    and ``conv7x7_reduce`` (both on r)) and, at batch 1, its ODConvs computed (:class:`ComputedODConvBN`).
-    Same branches, concatenation, ReLU and channel shuffle as the original."""
+    """An :class:`~featherface.nn.ssh.SSH`, rewritten exactly for deployment.
+
+    * Deformable convs: :class:`FusedDeformConvBN`, the offset / mask convs of ``conv3x3`` and ``conv5x5_reduce``
+      (both on x) as one conv, likewise of ``conv5x5`` and ``conv7x7_reduce`` (both on r).
+    * Plain convs, and at batch 1 ODConvs (:class:`ComputedODConvBN`): ``conv3x3`` and ``conv5x5_reduce`` as one
+      conv with their kernels concatenated, likewise ``conv5x5`` and ``conv7x7_reduce``: three convs instead of five.
+    * ``relu(cat[a, b, c]) == cat[relu(a), relu(b), relu(c)]``: the ReLU moves into the three branch convs (where
+      ONNX Runtime fuses it into the conv) instead of a pass over the concatenation.
+    * ``shuffle=False`` leaves out the channel shuffle, for a caller that permutes the input channels of whatever
+      reads the output instead (:func:`fuse_for_export` does it in the detection heads).
+    """
 
     _NAMES = ("conv3x3", "conv5x5_reduce", "conv5x5", "conv7x7_reduce", "conv7x7")
+    _LAST = ("conv3x3", "conv5x5", "conv7x7")  # the branch outputs: no activation of their own
 
-    def __init__(self, ssh: SSH, batch1: bool) -> None:
+    def __init__(self, ssh: SSH, batch1: bool, shuffle: bool = True) -> None:
         super().__init__()
-        self.shuffle_groups = ssh.shuffle_groups
+        self.shuffle_groups = ssh.shuffle_groups if shuffle else 1
         blocks = {name: getattr(ssh, name) for name in self._NAMES}
         self.deformable = all(isinstance(b, DeformConvBN) for b in blocks.values())
+        if not self.deformable and any(isinstance(b, DeformConvBN) for b in blocks.values()):
+            raise ValueError("FusedSSH: an SSH mixing deformable and other convs is not supported")
         if self.deformable:
-            for name, block in blocks.items():
-                setattr(self, name, FusedDeformConvBN(block))
+            parts = {name: FusedDeformConvBN(block) for name, block in blocks.items()}
             self.om_x = _MergedConv([blocks["conv3x3"], blocks["conv5x5_reduce"]])
             self.om_r = _MergedConv([blocks["conv5x5"], blocks["conv7x7_reduce"]])
             self.om_c = _MergedConv([blocks["conv7x7"]])
-        elif any(isinstance(b, DeformConvBN) for b in blocks.values()):
-            raise ValueError("FusedSSH: an SSH mixing deformable and other convs is not supported")
         else:
-            for name, block in blocks.items():
-                setattr(self, name, _branch_conv(block, batch1))
+            parts = {name: _deploy_conv(block, batch1) for name, block in blocks.items()}
+        # The ReLU after the concatenation moves into the branch outputs (their activation is the identity).
+        self.relu_in_branches = all(isinstance(parts[n].act, nn.Identity) for n in self._LAST)
+        if self.relu_in_branches:
+            for name in self._LAST:
+                parts[name].act = nn.ReLU()
+        if self.deformable:
+            for name, part in parts.items():
+                setattr(self, name, part)
+        else:
+            mergeable = all(hasattr(part, "kernel") for part in parts.values())
+            group = _SharedInputConv if mergeable else _Separate
+            self.on_x = group([parts["conv3x3"], parts["conv5x5_reduce"]])
+            self.on_r = group([parts["conv5x5"], parts["conv7x7_reduce"]])
+            self.conv7x7 = parts["conv7x7"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deformable:
@@ -319,17 +411,40 @@ class FusedSSH(nn.Module):
             (om_c,) = self.om_c(c1)
             c = self.conv7x7(c1, om_c)
         else:
-            a = self.conv3x3(x)
-            r = self.conv5x5_reduce(x)
-            b = self.conv5x5(r)
-            c = self.conv7x7(self.conv7x7_reduce(r))
-        out = torch.relu(torch.cat([a, b, c], dim=1))
+            a, r = self.on_x(x)
+            b, c1 = self.on_r(r)
+            c = self.conv7x7(c1)
+        out = torch.cat([a, b, c], dim=1)
+        if not self.relu_in_branches:
+            out = torch.relu(out)
         if self.shuffle_groups > 1:
             out = channel_shuffle(out, self.shuffle_groups)
         return out
 
 
+def _fold_shuffle_into_heads(model: nn.Module, level: int, channels: int, groups: int) -> bool:
+    """Permute the input channels of level ``level``'s head convs so that they read the SSH output before its
+    channel shuffle: ``W s = W[:, perm^-1] o`` for ``s = o[perm]``. False when ``model`` has no such heads."""
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, DetectionHeads) or not hasattr(model, "context"):
+        return False
+    perm = channel_shuffle(torch.arange(channels, dtype=torch.float32).view(1, channels, 1, 1), groups)
+    perm = perm.flatten().long()  # s[c] = o[perm[c]]
+    for convs in (heads.cls, heads.box, heads.landmark):
+        conv = convs[level]
+        weight = torch.empty_like(conv.weight)
+        weight[:, perm] = conv.weight.detach()
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- driver
+def _context_level(model: nn.Module, name: str) -> int | None:
+    """The level of the SSH at ``name`` when it is ``model.context[level]`` (a FeatherFace), else None."""
+    prefix, _, index = name.rpartition(".")
+    return int(index) if prefix == "context" and index.isdigit() else None
+
+
 def fuse_for_export(model: nn.Module, *, batch1: bool = True) -> tuple[nn.Module, FusionReport]:
     """A copy of ``model`` (eval mode, no gradients) with the exact deployment rewrites of this module.
 
@@ -347,7 +462,10 @@ def fuse_for_export(model: nn.Module, *, batch1: bool = True) -> tuple[nn.Module
             continue
         replacement: nn.Module | None = None
         if isinstance(module, SSH):
-            replacement = FusedSSH(module, batch1)
+            level = _context_level(fused, name)
+            fold = level is not None and module.shuffle_groups > 1 and _fold_shuffle_into_heads(
+                fused, level, module.channels, module.shuffle_groups)
+            replacement = FusedSSH(module, batch1, shuffle=not fold)
             report.ssh.append(name)
             for child, block in ((c, getattr(module, c)) for c in FusedSSH._NAMES):
                 if isinstance(block, DeformConvBN):

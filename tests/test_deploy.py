@@ -84,10 +84,35 @@ def test_fused_ssh_equals_ssh(conv):
     with torch.no_grad():
         ref, got = ssh(x), fused(x)
     assert max_diff(ref, got) <= ATOL * float(ref.abs().max())
+    assert fused.relu_in_branches and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     if conv == "deformable":
-        # three offset / mask convs instead of ten, no BatchNorm left
+        # three offset / mask convs instead of ten
         assert [m.weight.shape[0] for m in (fused.om_x, fused.om_r, fused.om_c)] == [54, 54, 27]
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    else:
+        # conv3x3 + conv5x5_reduce (on x) and conv5x5 + conv7x7_reduce (on r): one conv each
+        assert fused.on_x.sizes == [8, 4] and fused.on_r.sizes == [4, 4]
+
+
+def test_fused_ssh_with_a_batch_keeps_the_odconvs_separate():
+    ssh = perturbed(SSH(16, conv="odconv", conv_kwargs={"kernel_num": 2, "reduction": 1 / 4, "min_channel": 4}))
+    fused = FusedSSH(ssh, batch1=False).eval()
+    assert all(isinstance(m, ODConvBN) for m in fused.on_x.parts)
+    x = x_of((3, 16, 10, 13))
+    with torch.no_grad():
+        assert max_diff(ssh(x), fused(x)) <= ATOL * float(ssh(x).abs().max())
+
+
+def test_channel_shuffle_moves_into_the_heads():
+    """In a whole model the SSH no longer shuffles: the heads read the unshuffled channels, permuted weights."""
+    torch.manual_seed(0)
+    model = perturbed(create_model("featherface_v1", width=16, bifpn_repeats=1), seed=2)
+    fused, _ = fuse_for_export(model)
+    assert all(ssh.shuffle_groups == 1 for ssh in fused.context)
+    w, v = model.heads.box[0].weight[:, :, 0, 0], fused.heads.box[0].weight[:, :, 0, 0]
+    assert not torch.equal(w, v) and torch.equal(w.sort(dim=1).values, v.sort(dim=1).values)
+    assert torch.equal(v[:, 1], w[:, 8])  # channel_shuffle(16, 2): output 8 is input 1
+    # an SSH on its own keeps its shuffle
+    assert FusedSSH(perturbed(SSH(16)), batch1=True).shuffle_groups == 2
 
 
 def test_fused_ssh_deformable_offsets_matter():
