@@ -81,6 +81,8 @@ GOAL_FUSED_OVER_UNFUSED = 0.85
 MEAN_BGR = (104.0, 117.0, 123.0)
 #: Bare-network runtimes and their labels.
 BACKEND_LABELS: dict[str, str] = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
+#: Clocks of the interleaved ratios: wall time, or (one thread only) the CPU time of the calling thread.
+CLOCK_LABELS: dict[str, str] = {"wall": "wall clock", "cpu": "CPU time"}
 #: Latency rows, in table order.
 BACKENDS: tuple[str, ...] = ("torch", "ort", "openvino", "e2e", "e2e_original")
 
@@ -110,6 +112,9 @@ class BenchmarkConfig:
         ap_images, ap_gt: a WIDER val image folder and the folder of its ``wider_*_val.mat`` files: AP of each
             trained detector (``None``: no AP).
         ap_limit: only the first ``ap_limit`` images (sorted) of ``ap_images`` (``None``: all).
+        clock: what the interleaved ratios at one thread compare: ``"wall"`` time (default) or ``"cpu"``, the CPU
+            time of the calling thread, which leaves out the time a loaded machine made the runtime wait for a core
+            (the ratios at several threads always use the wall clock).
     """
 
     models: tuple[str, ...] = DEFAULT_MODELS
@@ -133,6 +138,7 @@ class BenchmarkConfig:
     ap_images: str | None = None
     ap_gt: str | None = None
     ap_limit: int | None = None
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(self.models))
@@ -157,6 +163,8 @@ class BenchmarkConfig:
             raise ValueError(f"BenchmarkConfig: backends must be among {list(BACKEND_LABELS)}, got {self.backends}")
         if (self.ap_images is None) != (self.ap_gt is None):
             raise ValueError("BenchmarkConfig: ap_images and ap_gt go together (the images and their ground truth)")
+        if self.clock not in CLOCK_LABELS:
+            raise ValueError(f"BenchmarkConfig: clock must be one of {list(CLOCK_LABELS)}, got {self.clock!r}")
         if self.ap_limit is not None and self.ap_limit < 1:
             raise ValueError(f"BenchmarkConfig: ap_limit must be >= 1, got {self.ap_limit}")
 
@@ -201,6 +209,8 @@ class LatencyRow:
         median_ms, min_ms, max_ms: over the timed runs.
         runs: timed runs (per image for ``e2e_original``).
         detections: faces returned by the last end-to-end call (``None`` for bare rows).
+        cpu_median_ms: interleaved bare rows at one thread: median CPU time of the calling thread (the runtime's
+            compute time without waits for a core; ``None`` elsewhere).
     """
 
     model: str
@@ -212,6 +222,7 @@ class LatencyRow:
     max_ms: float
     runs: int
     detections: int | None = None
+    cpu_median_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -296,24 +307,29 @@ def time_callable(fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float,
     return statistics.median(times), min(times), max(times), result
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, list[float]]:
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int,
+                     warmup: int) -> dict[str, dict[str, list[float]]]:
     """Per-call milliseconds of several callables timed in rounds: ``warmup`` untimed calls of each, then
     ``rounds`` rounds in which each runs once, the order rotating by one from round to round.
 
     Returns:
-        ``{name: [ms in round 0, round 1, ...]}``, so ``times[a][r] / times[b][r]`` is the ratio of round r.
+        ``{name: {"wall": [ms per round], "cpu": [ms per round]}}``: wall clock (``time.perf_counter``) and CPU
+        time of the calling thread (``time.thread_time``), so ``times[a]["wall"][r] / times[b]["wall"][r]`` is the
+        ratio of round r. The CPU time is the compute time of a runtime that works in the calling thread (ONNX
+        Runtime and OpenVINO with one thread do), without the time the thread waited for a core.
     """
     names = list(fns)
     for name in names:
         for _ in range(warmup):
             fns[name]()
-    times: dict[str, list[float]] = {name: [0.0] * rounds for name in names}
+    times = {name: {"wall": [0.0] * rounds, "cpu": [0.0] * rounds} for name in names}
     for r in range(rounds):
         shift = r % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.thread_time()
             fns[name]()
-            times[name][r] = (time.perf_counter() - start) * 1e3
+            times[name]["cpu"][r] = (time.thread_time() - cpu) * 1e3
+            times[name]["wall"][r] = (time.perf_counter() - wall) * 1e3
     return times
 
 
@@ -542,18 +558,22 @@ def _measure_bare(entries: list[_Entry], cfg: BenchmarkConfig, backends: list[st
     for backend in backends:
         for threads in cfg.threads:
             runners = {e.name: _bare_runner(e, backend, threads, inputs[e.name]) for e in entries}
-            times = time_interleaved(runners, cfg.runs, cfg.warmup)
-            for name, ms in times.items():
+            timed = time_interleaved(runners, cfg.runs, cfg.warmup)
+            for name, clocks in timed.items():
+                ms = clocks["wall"]
+                cpu = round(statistics.median(clocks["cpu"]), 3) if threads == 1 else None
                 rows.append(LatencyRow(name, backend, threads, size, round(statistics.median(ms), 3),
-                                       round(min(ms), 3), round(max(ms), 3), cfg.runs))
+                                       round(min(ms), 3), round(max(ms), 3), cfg.runs, cpu_median_ms=cpu))
+            clock = cfg.clock if threads == 1 else "wall"  # one thread's CPU time is the latency of 1 thread only
+            times = {name: clocks[clock] for name, clocks in timed.items()}
             pairs = [(n, RETINAFACE, GOAL_VS_RETINAFACE) for n in times if n != RETINAFACE and RETINAFACE in times]
             pairs += [(n, n + UNFUSED, GOAL_FUSED_OVER_UNFUSED) for n in times if n + UNFUSED in times]
             for numerator, denominator, goal in pairs:
                 per_round = [a / b for a, b in zip(times[numerator], times[denominator])]
-                ratios.append(Ratio(
-                    f"{numerator} / {denominator} ({BACKEND_LABELS[backend]} fp32, {threads} thread(s), median of "
-                    f"{cfg.runs} per-round ratios)", _label(numerator, backend, threads),
-                    _label(denominator, backend, threads), round(statistics.median(per_round), 4), goal))
+                name = (f"{numerator} / {denominator} ({BACKEND_LABELS[backend]} fp32, {threads} thread(s), "
+                        f"{CLOCK_LABELS[clock]}, median of {cfg.runs} per-round ratios)")
+                ratios.append(Ratio(name, _label(numerator, backend, threads), _label(denominator, backend, threads),
+                                    round(statistics.median(per_round), 4), goal))
             log.info("benchmark: %s at %d thread(s) done", backend, threads)
 
 
@@ -700,9 +720,10 @@ def _speed_accuracy_table(result: BenchmarkResult) -> list[str]:
     threads = result.config.get("threads", sorted(measured))[0]
     backends = [b for b in BACKEND_LABELS if any(r.backend == b for r in result.latencies)]
     accuracy = {a.model: a for a in result.accuracy}
+    cpu = result.config.get("clock") == "cpu" and threads == 1
     header = ["model"]
     for b in backends:
-        header += [f"{BACKEND_LABELS[b]} {threads}t (ms)", f"x {RETINAFACE}"]
+        header += [f"{BACKEND_LABELS[b]} {threads}t ({'CPU ' if cpu else ''}ms)", f"x {RETINAFACE}"]
     if accuracy:
         header += ["AP easy", "AP medium", "AP hard"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -711,7 +732,8 @@ def _speed_accuracy_table(result: BenchmarkResult) -> list[str]:
         for b in backends:
             row = result.latency(info.name, b, threads)
             ratio = result.ratio(_label(info.name, b, threads), _label(RETINAFACE, b, threads))
-            cells += ["-" if row is None else f"{row.median_ms:.2f}",
+            ms = None if row is None else row.cpu_median_ms if cpu else row.median_ms
+            cells += ["-" if ms is None else f"{ms:.2f}",
                       "1" if info.name == RETINAFACE and row else "-" if ratio is None else f"{ratio.value:.2f}"]
         if accuracy:
             a = accuracy.get(info.name)
@@ -742,7 +764,8 @@ def format_markdown(result: BenchmarkResult) -> str:
     lines = [f"Input {result.config['input_size'][0]}x{result.config['input_size'][1]}, batch 1, "
              f"median of {result.config['runs']} runs after {result.config['warmup']} warm-up.", ""]
     if any(r.backend in BACKEND_LABELS for r in result.latencies):
-        lines += ["Speed (bare network, fp32, interleaved; ratio = median of per-round ratios against "
+        clock = CLOCK_LABELS[result.config.get("clock", "wall")]
+        lines += [f"Speed (bare network, fp32, interleaved; ratio = median of per-round {clock} ratios against "
                   f"{RETINAFACE} in the same runtime) and accuracy:", ""] + _speed_accuracy_table(result) + [""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for info in result.models:

@@ -390,7 +390,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         input_size=tuple(args.input_size), threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
         torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
         smoke=args.smoke, backends=tuple(args.backends), compare_unfused=args.compare_unfused,
-        ap_images=args.ap_images, ap_gt=args.ap_gt, ap_limit=args.ap_limit,
+        ap_images=args.ap_images, ap_gt=args.ap_gt, ap_limit=args.ap_limit, clock=args.clock,
     )
     if args.provenance and not args.json:
         raise ValueError("--provenance writes provenance.json beside the --json file: give --json")
@@ -667,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the peers) through its ONNX file (1-2 min per model for 233 images)")
     p.add_argument("--ap-gt", help="folder with the wider_*_val.mat files of --ap-images")
     p.add_argument("--ap-limit", type=int, help="only the first N images of --ap-images")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="ratios at 1 thread from wall time (default) or from the CPU time of the calling thread "
+                   "(robust on a loaded machine: leaves out waits for a core)")
     p.add_argument("--json", help="write the full result as JSON")
     p.add_argument("--markdown", help="write the tables as Markdown")
     p.add_argument("--provenance", action="store_true",

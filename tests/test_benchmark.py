@@ -138,8 +138,10 @@ def test_interleaved_timing_rotates_and_pairs_rounds() -> None:
     times = time_interleaved({"a": make("a", 0.002), "b": make("b", 0.0)}, rounds=4, warmup=1)
     assert calls[:2] == ["a", "b"]  # warm-up
     assert calls[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # each round once each, order rotating
-    assert len(times["a"]) == len(times["b"]) == 4
-    assert all(a > b for a, b in zip(times["a"], times["b"]))
+    assert len(times["a"]["wall"]) == len(times["b"]["cpu"]) == 4
+    assert all(a > b + 1.5 for a, b in zip(times["a"]["wall"], times["b"]["wall"]))
+    # sleeping costs wall time, not CPU time
+    assert all(cpu < wall - 1.0 for cpu, wall in zip(times["a"]["cpu"], times["a"]["wall"]))
 
 
 def test_accuracy_smoke(widerface_dir: Path, v1_weights: Path) -> None:
@@ -220,7 +222,8 @@ def test_ratio_goal_and_markdown_from_handmade_result() -> None:
 
 @pytest.mark.parametrize("bad", [{"threads": (0,)}, {"input_size": (16, 16)}, {"runs": 0},
                                  {"weights": {"featherface_cbam": "x.pth"}, "models": ("featherface_none",)},
-                                 {"backends": ("tensorrt",)}, {"ap_images": "val/images"}, {"ap_limit": 0}])
+                                 {"backends": ("tensorrt",)}, {"ap_images": "val/images"}, {"ap_limit": 0},
+                                 {"clock": "tsc"}])
 def test_bad_config(bad: dict) -> None:
     with pytest.raises(ValueError, match="BenchmarkConfig"):
         BenchmarkConfig(**bad)
@@ -258,3 +261,14 @@ def test_cli_benchmark_with_ap_and_unfused(widerface_dir: Path, v1_weights: Path
     assert any(r["numerator"] == "featherface_v1 ort 1t" and r["denominator"] == "featherface_v1 (unfused) ort 1t"
                for r in result["ratios"])
     assert "AP hard" in capsys.readouterr().out
+
+
+def test_cpu_clock_ratios() -> None:
+    result = run_benchmark(BenchmarkConfig(models=("featherface_plain_ssh",), torch_eager=False, profile=False,
+                                           smoke=True, clock="cpu"))
+    row = result.latency("featherface_plain_ssh", "ort", 1)
+    assert row.cpu_median_ms is not None and 0 < row.cpu_median_ms
+    if result.latency("retinaface_mnet025", "ort", 1) is not None:
+        vs = result.ratio("featherface_plain_ssh ort 1t", "retinaface_mnet025 ort 1t")
+        assert "CPU time" in vs.name
+        assert "ONNX Runtime 1t (CPU ms)" in format_markdown(result)
