@@ -280,6 +280,23 @@ def test_onnx_fused_batch1_matches_eager_at_two_sizes(name, fused_models, tmp_pa
         assert max((g - e).abs().max() for g, e in zip(runner(x), model(x))) <= RAW_ATOL
 
 
+@pytest.mark.parametrize("name", ["featherface_odconv4", "featherface_odconv_ssh"])
+def test_dynamic_batch_export_of_odconv_models(name, fused_models, tmp_path):
+    """dynamic_batch=True: the batch-independent ODConv graph (no computed-kernel Conv) with the deformable-conv
+    rewrites; batch 1 and 3 at two sizes against eager PyTorch."""
+    model = fused_models[name]
+    path = ex.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(48, 64), dynamic_batch=True)
+    proto = onnx.load(str(path))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not [n for n in proto.graph.node if n.op_type == "Conv" and _weight_is_computed(proto, n)]
+    fused = json.loads({p.key: p.value for p in proto.metadata_props}["featherface.fused"])
+    assert len(fused["kept"]) == (5 if name == "featherface_odconv4" else 15)
+    runner = ex.load_exported(path, threads=1)
+    for x in inputs_for(((1, 48, 64), (3, 61, 37)), seed=9):
+        with torch.no_grad():
+            assert max((g - e).abs().max() for g, e in zip(runner(x), model(x))) <= RAW_ATOL
+
+
 def test_fused_export_is_smaller_than_unfused(fused_models, tmp_path):
     """fuse=False keeps today's graph (BatchNormalization after each DeformConv, ODConv by MatMul / slices);
     the fused one has fewer nodes and no BatchNormalization, and both match the eager model."""
