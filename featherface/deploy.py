@@ -163,6 +163,27 @@ def _mix_kernel(weight: torch.Tensor, channel: torch.Tensor, filt: torch.Tensor 
     return w
 
 
+def _mix_dense_kernel(rows: torch.Tensor, kernel_shape: tuple[int, int, int, int], channel: torch.Tensor,
+                      filt: torch.Tensor | None, spatial: torch.Tensor | None,
+                      kernel: torch.Tensor | None) -> torch.Tensor:
+    """The folded kernel of one sample for a dense conv, with two passes over the kernel instead of four: the
+    per-row kernel weights ``a_f[o] a_w[j]`` mix the candidates in one batched matrix product over the rows
+    ``rows`` (Cout, n, Cin k k), then the input-side gains ``a_c[i] a_s[t]`` (one small outer product) multiply
+    the result. Returns (Cout, Cin, k, k)."""
+    cout, n, cin_kk = (int(v) for v in rows.shape)
+    _, cin, kh, kw = kernel_shape
+    gains = channel.reshape(cin, 1)
+    if spatial is not None:
+        gains = gains * spatial.reshape(1, kh * kw)
+    gains = gains.reshape(1, 1, cin_kk)
+    if kernel is None:
+        mixed = rows[:, :1] if filt is None else rows[:, :1] * filt.reshape(cout, 1, 1)
+    else:
+        per_row = kernel.reshape(1, 1, n) if filt is None else filt.reshape(cout, 1, 1) * kernel.reshape(1, 1, n)
+        mixed = torch.matmul(per_row, rows)  # (Cout, 1, Cin k k)
+    return (mixed * gains).reshape(cout, cin, kh, kw)
+
+
 def _check_batch1(x: torch.Tensor, where: str) -> None:
     if not torch.jit.is_tracing() and x.shape[0] != 1:
         raise ValueError(f"{where} computes the kernel of one sample: it takes a batch of 1, got {tuple(x.shape)} "
@@ -182,7 +203,14 @@ class ComputedODConvBN(nn.Module):
         conv: ODConv2d = block.conv
         scale, shift = _bn_scale_shift(block.bn)
         self.attention = FoldedAttention(conv.attention)
-        self.weight = nn.Parameter(conv.weight.detach() * scale.view(1, -1, 1, 1, 1), requires_grad=False)
+        weight = conv.weight.detach() * scale.view(1, -1, 1, 1, 1)  # (n, Cout, Cin/g, k, k)
+        n, cout = int(weight.shape[0]), int(weight.shape[1])
+        self.dense = conv.groups == 1
+        if self.dense:  # the candidate kernels as rows: (Cout, n, Cin k k)
+            weight = weight.permute(1, 0, 2, 3, 4).reshape(cout, n, -1)
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.kernel_shape = (cout, conv.in_channels // conv.groups, conv.kernel_size, conv.kernel_size)
+        self.out_channels = cout
         self.bias = nn.Parameter(shift, requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.act = copy.deepcopy(block.act)
@@ -190,6 +218,8 @@ class ComputedODConvBN(nn.Module):
     def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (weight, bias) of the conv for the sample ``x``."""
         _check_batch1(x, "ComputedODConvBN")
+        if self.dense:
+            return _mix_dense_kernel(self.weight, self.kernel_shape, *self.attention(x)), self.bias
         return _mix_kernel(self.weight, *self.attention(x)), self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,6 +236,7 @@ class StaticConvBN(nn.Module):
         conv = block.conv
         scale, shift = _bn_scale_shift(block.bn)
         self.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+        self.out_channels = conv.out_channels
         bias = shift if conv.bias is None else shift + conv.bias.detach() * scale
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
@@ -319,7 +350,7 @@ class _SharedInputConv(nn.Module):
         if len(set(geometry)) != 1 or first.groups != 1:
             raise ValueError("FusedSSH: convs on one input with different geometry (or grouped) cannot be merged")
         self.parts = nn.ModuleList(parts)
-        self.sizes = [int(p.weight.shape[-4]) for p in parts]
+        self.sizes = [int(p.out_channels) for p in parts]
         self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

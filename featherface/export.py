@@ -593,6 +593,14 @@ def export_model(
     raise ValueError(f"export: unknown format {format!r}; known: {list(EXPORT_FORMATS)}")
 
 
+def _fused_record(path: Path) -> Any:
+    """The ``featherface.fused`` metadata entry of an ONNX export: what :func:`fuse_for_export` rewrote."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(meta.get("featherface.fused", "null"))
+
+
 def export_pretrained(
     model: str | None,
     weights: str | os.PathLike[str],
@@ -620,7 +628,8 @@ def export_pretrained(
 
     Returns:
         A JSON-ready summary: ``path``, ``format``, ``bytes``, ``model``, ``weights``, ``options``, ``parity``
-        (max abs diff per output over the parity inputs) and ``parity_inputs`` (their shapes).
+        (max abs diff per output over the parity inputs), ``parity_inputs`` (their shapes) and, for ONNX, ``fused``
+        (what the exact deployment rewrites changed; ``None`` with ``fuse=False``).
     """
     from featherface.models.checkpoints import build_model_from_checkpoint, load_weights
     from featherface.models.registry import create_model
@@ -654,4 +663,5 @@ def export_pretrained(
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "parity": parity,
         "parity_inputs": [list(s) for s in parity_sizes],
+        "fused": _fused_record(path) if fmt == "onnx" else None,
     }

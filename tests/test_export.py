@@ -486,6 +486,7 @@ def test_cli_export_options(tiny_models, tmp_path, capsys):
                      *flags]) == 0
         summary = json.loads(capsys.readouterr().out)
         assert summary["options"]["fuse"] is fused and max(summary["parity"].values()) <= RAW_ATOL
+        assert (summary["fused"] or {}).get("odconv_sites") == (6 if fused else None)
         proto = onnx.load(str(out))
         assert (proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param or
                 proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value) == batch
