@@ -203,7 +203,8 @@ class ComputedODConvBN(nn.Module):
         conv: ODConv2d = block.conv
         scale, shift = _bn_scale_shift(block.bn)
         self.attention = FoldedAttention(conv.attention)
-        weight = conv.weight.detach() * scale.view(1, -1, 1, 1, 1)  # (n, Cout, Cin/g, k, k)
+        # (n, Cout, Cin/g, k, k); kernel_scale: the constant of ODConv2d's unit_neutral_gain (1 without it)
+        weight = conv.weight.detach() * (scale.view(1, -1, 1, 1, 1) * conv.kernel_scale)
         n, cout = int(weight.shape[0]), int(weight.shape[1])
         self.dense = conv.groups == 1
         if self.dense:  # the candidate kernels as rows: (Cout, n, Cin k k)
@@ -265,7 +266,8 @@ class ComputedODConvSite(nn.Module):
             raise ValueError("ComputedODConvSite needs a stride-1, 'same'-padded depthwise ODConv with an odd kernel")
         self.attention = FoldedAttention(conv.attention)
         scale = block.scale.detach()
-        self.weight = nn.Parameter(conv.weight.detach() * scale.view(1, -1, 1, 1, 1), requires_grad=False)
+        self.weight = nn.Parameter(conv.weight.detach() * (scale.view(1, -1, 1, 1, 1) * conv.kernel_scale),
+                                   requires_grad=False)
         identity = torch.zeros(conv.out_channels, 1, k, k)
         identity[:, :, k // 2, k // 2] = 1.0
         self.register_buffer("identity", identity)
