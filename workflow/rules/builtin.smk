@@ -2,8 +2,9 @@
 # predicted and scored on the val images, with the student's starting point (step 0: V1's weights transferred,
 # deformable offsets dropped) scored too, so the README shows where accuracy is lost and regained. Run with
 #   FEATHERFACE_PARAMS=params-builtin.yaml snakemake --cores 1 builtin
-# Phase 1 reads params-builtin.yaml (the PARAMS_FILE); from its result, phase 1b (params-builtin-mimic2.yaml: the SSH
-# again, on crops near the original scale) and phase 2 (params-builtin-finetune.yaml: the whole model) each continue.
+# Phase 1 reads params-builtin.yaml (the PARAMS_FILE); phase 1b (params-builtin-mimic2.yaml: the SSH again, on crops
+# near the original scale, with the ground truth) continues from it, and phase 2 (params-builtin-finetune.yaml: the
+# whole model) from phase 1b.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -42,7 +43,7 @@ rule builtin_mimic:
 
 rule builtin_finetune:
     input:
-        mimic=f"{BUILTIN_DIR}/mimic/final.pt",
+        mimic2=f"{BUILTIN_DIR}/mimic2/final.pt",
         params=BUILTIN_FINETUNE_PARAMS,
     output:
         final=f"{BUILTIN_DIR}/finetune/final.pt",
