@@ -33,7 +33,7 @@ Usage::
     python benchmarks/bench_video.py --synthetic              # no shared folder needed
     python benchmarks/bench_video.py --smoke --synthetic      # a few seconds (tests)
 
-Without ``--weights``: the built-in weights (``featherface/weights/featherface_wider640.pt``) when present, else a
+Without ``--weights``: the built-in weights (``featherface/weights/featherface_odconv_ssh.pt``) when present, else a
 randomly initialised ``featherface_odconv`` (speed only; its face counts mean nothing). ``--weights PATH`` without
 ``NAME=`` loads a checkpoint of ours, which records its architecture.
 """

@@ -28,7 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from featherface.images import ColorOrder, read_image, resize_long_side, to_bgr, to_tensor
+from featherface.images import (
+    ColorOrder,
+    as_image_list,
+    large_image_warning,
+    read_image,
+    resize_long_side,
+    to_bgr,
+    to_tensor,
+)
 from featherface.ops.priors import make_priors
 from featherface.postprocess import Detections, detect_batch, face_scores
 
@@ -112,6 +120,7 @@ class FaceDetector:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.eval().to(self.device)
         self._priors: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._warned_large = False
 
     @classmethod
     def builtin(
@@ -184,7 +193,21 @@ class FaceDetector:
             array = read_image(image)
         else:
             array = to_bgr(image, color, where=f"image {index}")
+        where = str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+        self.large_input_warning(array.shape[0], array.shape[1], where)
         return resize_long_side(array, self.settings.long_side)
+
+    def large_input_warning(self, height: int, width: int, where: str) -> str | None:
+        """The first time this detector meets an image too large to run at its original size (see
+        :func:`~featherface.images.large_image_warning`): log a warning suggesting ``long_side`` and return it;
+        ``None`` otherwise (later large images are not reported)."""
+        if self._warned_large:
+            return None
+        message = large_image_warning(height, width, self.settings.long_side, where)
+        if message:
+            log.warning("%s (further large images are not reported)", message)
+            self._warned_large = True
+        return message
 
     @torch.inference_mode()
     def detect(self, images: ImageInput | Sequence[ImageInput], color: ColorOrder = "bgr") -> Any:
@@ -199,8 +222,7 @@ class FaceDetector:
             One :class:`~featherface.postprocess.Detections` (CPU tensors, original pixels) for a single image, a
             list of them for a list.
         """
-        single = isinstance(images, (str, os.PathLike, np.ndarray))
-        batch = [images] if single else list(images)  # type: ignore[list-item]
+        single, batch = as_image_list(images)
         prepared = [self._prepare(image, color, i) for i, image in enumerate(batch)]
         results: list[Detections | None] = [None] * len(prepared)
         groups: dict[tuple[int, int], list[int]] = {}

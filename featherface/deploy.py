@@ -1,105 +1,521 @@
-"""The pipeline's export and benchmark stages: the model the pipeline scored, exported and timed.
+"""Exact deployment rewrites of a FeatherFace model: the same function, fewer and cheaper ONNX operators.
 
-Both read the ``predict:`` section's model and weights (in the default pipeline, the train stage's checkpoint), so
-the ONNX file and the latency figures are of the model whose AP the score stage measured. Their settings are the
-``export:`` and ``benchmark:`` sections of ``params.yaml`` (:class:`featherface.config.ExportConfig`,
-:class:`featherface.config.BenchmarkStageConfig`). Entry points: ``featherface export --params params.yaml`` and
-``featherface benchmark --params params.yaml``.
+:func:`fuse_for_export` returns a copy of a model (eval mode) in which the slow-to-export blocks are replaced by
+mathematically equal ones (float rounding aside, about 1e-6 relative), built for ONNX Runtime:
 
-Outputs (each folder also gets a ``provenance.json``):
+* **SSH deformable convs** (:class:`FusedDeformConvBN` inside :class:`FusedSSH`): the BatchNorm after each
+  deformable conv is folded into its kernel and bias (the ONNX ``DeformConv`` has a bias input; the exporter
+  folds BN only into ordinary ``Conv``), the factor 2 of the modulation mask ``2 sigmoid(m)`` is folded into
+  the kernel too (a deformable conv is linear in its mask), and the offset and mask convs of all the
+  deformable convs that read the same tensor become one ``Conv``: three per SSH instead of ten.
+* **Dense ODConvs** (:class:`ComputedODConvBN`, ``featherface_odconv_ssh``'s SSH) at batch 1: the per-sample
+  kernel is computed in the graph from the attention branch on the pooled input, with the following BatchNorm
+  folded into the candidate kernels (its scale) and the conv bias (its shift), and applied with one ``Conv``.
+  The two SSH convs that read the same tensor (``conv3x3`` and ``conv5x5_reduce`` on x, ``conv5x5`` and
+  ``conv7x7_reduce`` on r) become one ``Conv`` with their kernels concatenated; likewise for plain SSH convs
+  (:class:`StaticConvBN`).
+* **SSH output** (:class:`FusedSSH`): the ReLU after the concatenation moves into the three branch convs
+  (``relu(cat) == cat(relu)``; ONNX Runtime fuses a ReLU into a ``Conv``), and in a whole FeatherFace the channel
+  shuffle is left out and the detection heads' 1x1 convs read the unshuffled channels through permuted weights.
+* **Residual depthwise ODConv sites** (:class:`ComputedODConvSite`, ``y = x + scale * ODConv_dw(x)``) at batch
+  1: the per-sample depthwise kernel, with ``scale`` folded into the candidate kernels and the residual folded
+  into the kernel as a 1 at its centre tap, applied with one depthwise ``Conv``.
 
-* ``results/export/<model>.onnx`` (checked against eager PyTorch before it is written) and ``summary.json``;
-* ``results/benchmark/latency.json`` (every measurement), ``latency.md`` (the tables) and ``latency_ms.json``
-  (the medians of the exported model by backend and thread count: the stage's DVC metrics).
+In every ODConv the attention branch is also folded: its BatchNorm into the ``fc`` projection, the
+temperature into the heads, and the four heads into one matrix product.
+
+The ODConv rewrites need a batch of one: the kernel is computed for one sample, so its shape is static and the
+exporter emits a plain ``Conv`` (with a dynamic batch the kernel shape would depend on the batch, which the
+TorchScript-based exporter refuses). Height and width stay dynamic. :func:`fuse_for_export` with
+``batch1=False`` rewrites only the batch-independent parts (the SSH deformable convs); the ODConv blocks then
+keep their batch-independent im2col formulation.
+
+The rewritten modules run in eager PyTorch as well (deformable convs by :func:`deform_conv2d_by_sampling`), so
+a rewritten model can be compared with the original one directly (``tests/test_deploy.py``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+import copy
+import logging
+from dataclasses import dataclass, field
 
-from featherface.config import Params, resolve_path, to_dict
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import deform_conv2d
 
-__all__ = ["EXPORT_DIR", "BENCHMARK_DIR", "LATENCY_METRICS", "latency_metrics", "run_benchmark_stage",
-           "run_export_stage"]
+from featherface.models.heads import DetectionHeads
+from featherface.nn.blocks import channel_shuffle
+from featherface.nn.deform import deform_conv2d_by_sampling
+from featherface.nn.odconv import AttentionBranch, ODConv2d
+from featherface.nn.odconv_attention import ODConvAttention
+from featherface.nn.ssh import SSH, DeformConvBN, ModulatedDeformConv2d, ODConvBN, PlainConvBN
 
-#: The stages' output folders, relative to the project root.
-EXPORT_DIR = "results/export"
-BENCHMARK_DIR = "results/benchmark"
-#: The benchmark stage's metrics file (inside :data:`BENCHMARK_DIR`).
-LATENCY_METRICS = "latency_ms.json"
+__all__ = [
+    "ComputedODConvBN",
+    "ComputedODConvSite",
+    "FoldedAttention",
+    "FusedDeformConvBN",
+    "FusedSSH",
+    "FusionReport",
+    "StaticConvBN",
+    "fuse_for_export",
+]
+
+logger = logging.getLogger(__name__)
 
 
-def _deployed(params: Params, root: Path) -> tuple[str, Path]:
-    """The predict section's model name and weights path (resolved against the project root)."""
-    return params.predict.model, resolve_path(params.predict.weights, root)
+@dataclass
+class FusionReport:
+    """What :func:`fuse_for_export` rewrote: module paths per kind of rewrite, and what it left as it was."""
+
+    ssh: list[str] = field(default_factory=list)
+    deformable: list[str] = field(default_factory=list)
+    odconv_dense: list[str] = field(default_factory=list)
+    odconv_sites: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, int | list[str]]:
+        """Counts per rewrite, and the paths of the blocks kept as they were (JSON-ready)."""
+        return {"ssh": len(self.ssh), "deformable": len(self.deformable), "odconv_dense": len(self.odconv_dense),
+                "odconv_sites": len(self.odconv_sites), "kept": list(self.kept)}
 
 
-def run_export_stage(params: Params, root: str | Path) -> dict[str, Any]:
-    """Export the predict section's model to ``results/export/<model>.onnx`` with the ``export:`` settings.
+# ------------------------------------------------------------------------------------------------ helpers
+def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``y = x * scale + shift`` per channel."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("fuse_for_export: a BatchNorm without running statistics cannot be folded")
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale.detach().clone(), shift.detach().clone()
 
-    Writes the ONNX file (only after it matches eager PyTorch), ``summary.json`` and ``provenance.json`` (the
-    settings, the sha256 of the weights and of the ONNX file) and returns the summary.
 
-    Raises:
-        FileNotFoundError: the weights are missing. ValueError: the exported file does not match eager PyTorch.
+def _use_sampling() -> bool:
+    """Eager mode: the ``grid_sample`` deformable conv; tracing / exporting: torchvision's (ONNX ``DeformConv``)."""
+    exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    return not (exporting or torch.compiler.is_exporting())
+
+
+# ---------------------------------------------------------------------------------------- ODConv folding
+class FoldedAttention(nn.Module):
+    """An ODConv attention branch for one sample, folded: pooled input -> one Gemm + ReLU -> one Gemm -> heads.
+
+    ``fc`` absorbs the branch's BatchNorm (eval statistics), the heads absorb ``1 / T`` and are stacked into one
+    matrix in the order channel, filter, spatial, kernel (skipped heads absent).
+
+    Forward: ``(1, Cin, H, W)`` -> ``(channel (Cin,), filter (Cout,) or None, spatial (k*k,) or None,
+    kernel (n,) or None)``, after sigmoid (softmax for the kernel head).
     """
-    from featherface.export import export_pretrained
-    from featherface.provenance import sha256_file, write_json, write_record
 
-    root = Path(root)
-    model, weights = _deployed(params, root)
-    out_dir = root / EXPORT_DIR
-    output = out_dir / f"{model}.onnx"
-    cfg = params.export
-    options = {"opset": cfg.opset, "dynamic": cfg.dynamic, "input_size": tuple(cfg.input_size), "batch_size": 1,
-               "check": True}
-    summary = export_pretrained(model, weights, output, format="onnx", **options)
-    write_json(out_dir / "summary.json", summary)
-    settings = {"model": model, "weights": str(params.predict.weights), "format": "onnx", **options}
-    write_record(out_dir, "export", {"export": settings}, inputs=[weights],
-                 extra={"outputs_sha256": {str(output): sha256_file(output)}})
-    return summary
+    def __init__(self, branch: AttentionBranch) -> None:
+        super().__init__()
+        scale, shift = _bn_scale_shift(branch.bn)
+        fc = branch.fc.weight.detach().flatten(1)
+        self.fc_weight = nn.Parameter(fc * scale[:, None], requires_grad=False)
+        self.fc_bias = nn.Parameter(shift, requires_grad=False)
+        heads = [branch.channel_fc, branch.filter_fc, branch.spatial_fc, branch.kernel_fc]
+        self.sizes = [0 if h is None else h.out_channels for h in heads]
+        t = float(branch.temperature)
+        used = [h for h in heads if h is not None]
+        self.head_weight = nn.Parameter(torch.cat([h.weight.detach().flatten(1) for h in used]) / t,
+                                        requires_grad=False)
+        self.head_bias = nn.Parameter(torch.cat([h.bias.detach() for h in used]) / t, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                                                torch.Tensor | None]:
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (1, Cin)
+        hidden = F.relu(F.linear(pooled, self.fc_weight, self.fc_bias))
+        logits = F.linear(hidden, self.head_weight, self.head_bias)[0]
+        channel_n, filter_n, spatial_n, kernel_n = self.sizes
+        sig_n = channel_n + filter_n + spatial_n
+        gates = torch.sigmoid(logits[:sig_n])
+        channel = gates[:channel_n]
+        filt = gates[channel_n:channel_n + filter_n] if filter_n else None
+        spatial = gates[channel_n + filter_n:sig_n] if spatial_n else None
+        kernel = torch.softmax(logits[sig_n:], dim=0) if kernel_n else None
+        return channel, filt, spatial, kernel
 
 
-def latency_metrics(result: Any, model: str) -> dict[str, Any]:
-    """The medians of ``model`` in a :class:`~featherface.benchmark.BenchmarkResult`, as flat DVC metrics:
-    ``{"model": ..., "input_size": "HxW", "median_ms": {"<backend>_<threads>t": ms}}``."""
-    rows = [row for row in result.latencies if row.model == model]
-    return {
-        "model": model,
-        "input_size": rows[0].size if rows else None,
-        "median_ms": {f"{row.backend}_{row.threads}t": round(row.median_ms, 3) for row in rows},
-    }
+def _mix_kernel(weight: torch.Tensor, channel: torch.Tensor, filt: torch.Tensor | None,
+                spatial: torch.Tensor | None, kernel: torch.Tensor | None) -> torch.Tensor:
+    """The folded kernel of one sample, ``a_f[o] a_c[i] a_s sum_j a_w[j] W_j``: (n, Cout, Cin/g, k, k) ->
+    (Cout, Cin/g, k, k). Shapes come from ``weight`` (static), never from the input, so the exported ``Conv``
+    has a kernel of known shape."""
+    n, cout, cin_g, kh, kw = (int(s) for s in weight.shape)
+    if kernel is None:
+        w = weight[0]
+    else:
+        w = torch.matmul(kernel.reshape(1, n), weight.reshape(n, -1)).reshape(cout, cin_g, kh, kw)
+    if spatial is not None:
+        w = w * spatial.reshape(1, 1, kh, kw)
+    if cin_g == 1:  # depthwise: the channel attention is per output channel
+        w = w * channel.reshape(cout, 1, 1, 1)
+    else:
+        w = w * channel.reshape(1, cin_g, 1, 1)
+    if filt is not None:
+        w = w * filt.reshape(cout, 1, 1, 1)
+    return w
 
 
-def run_benchmark_stage(params: Params, root: str | Path) -> Any:
-    """Time the predict section's model in ONNX Runtime (bare network and end to end) with the ``benchmark:``
-    settings; write ``latency.json``, ``latency.md``, ``latency_ms.json`` and ``provenance.json`` into
-    ``results/benchmark`` and return the :class:`~featherface.benchmark.BenchmarkResult`.
+def _mix_dense_kernel(rows: torch.Tensor, kernel_shape: tuple[int, int, int, int], channel: torch.Tensor,
+                      filt: torch.Tensor | None, spatial: torch.Tensor | None,
+                      kernel: torch.Tensor | None) -> torch.Tensor:
+    """The folded kernel of one sample for a dense conv, with two passes over the kernel instead of four: the
+    per-row kernel weights ``a_f[o] a_w[j]`` mix the candidates in one batched matrix product over the rows
+    ``rows`` (Cout, n, Cin k k), then the input-side gains ``a_c[i] a_s[t]`` (one small outer product) multiply
+    the result. Returns (Cout, Cin, k, k)."""
+    cout, n, cin_kk = (int(v) for v in rows.shape)
+    _, cin, kh, kw = kernel_shape
+    gains = channel.reshape(cin, 1)
+    if spatial is not None:
+        gains = gains * spatial.reshape(1, kh * kw)
+    gains = gains.reshape(1, 1, cin_kk)
+    if kernel is None:
+        mixed = rows[:, :1] if filt is None else rows[:, :1] * filt.reshape(cout, 1, 1)
+    else:
+        per_row = kernel.reshape(1, 1, n) if filt is None else filt.reshape(cout, 1, 1) * kernel.reshape(1, 1, n)
+        mixed = torch.matmul(per_row, rows)  # (Cout, 1, Cin k k)
+    return (mixed * gains).reshape(cout, cin, kh, kw)
 
-    Raises:
-        FileNotFoundError: the weights are missing. KeyError: an unknown model name.
+
+def _check_batch1(x: torch.Tensor, where: str) -> None:
+    if not torch.jit.is_tracing() and x.shape[0] != 1:
+        raise ValueError(f"{where} computes the kernel of one sample: it takes a batch of 1, got {tuple(x.shape)} "
+                         "(export with a dynamic batch keeps the batch-independent ODConv formulation)")
+
+
+class ComputedODConvBN(nn.Module):
+    """:class:`~featherface.nn.ssh.ODConvBN` (dense ODConv -> BN -> activation) for a batch of one.
+
+    The BN scale is folded into the candidate kernels (it multiplies output channels, as the filter attention
+    does), the BN shift becomes the conv bias; the per-sample kernel is computed from the folded attention
+    branch and applied with one ``F.conv2d`` (one ONNX ``Conv`` whose weight is a graph value).
     """
-    from featherface.benchmark import BenchmarkConfig, format_markdown, run_benchmark
-    from featherface.provenance import atomic_write_text, write_json, write_record
 
-    root = Path(root)
-    model, weights = _deployed(params, root)
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights file not found: {weights}")
-    cfg = params.benchmark
-    config = BenchmarkConfig(
-        models=(model,), weights={model: str(weights)}, retinaface=False, yunet_path=None,
-        input_size=tuple(cfg.input_size), threads=tuple(cfg.threads), runs=cfg.runs, warmup=cfg.warmup,
-        torch_eager=cfg.torch_eager, profile=False,
-    )
-    result = run_benchmark(config)
-    out_dir = root / BENCHMARK_DIR
-    write_json(out_dir / "latency.json", result.to_dict())
-    atomic_write_text(out_dir / "latency.md", format_markdown(result))
-    write_json(out_dir / LATENCY_METRICS, latency_metrics(result, model))
-    write_record(out_dir, "benchmark", {"benchmark": to_dict(cfg),
-                                        "predict": {"model": model, "weights": params.predict.weights}},
-                 inputs=[weights], extra={"environment": result.environment})
-    return result
+    def __init__(self, block: ODConvBN) -> None:
+        super().__init__()
+        conv: ODConv2d = block.conv
+        scale, shift = _bn_scale_shift(block.bn)
+        self.attention = FoldedAttention(conv.attention)
+        # (n, Cout, Cin/g, k, k); kernel_scale: the constant of ODConv2d's unit_neutral_gain (1 without it)
+        weight = conv.weight.detach() * (scale.view(1, -1, 1, 1, 1) * conv.kernel_scale)
+        n, cout = int(weight.shape[0]), int(weight.shape[1])
+        self.dense = conv.groups == 1
+        if self.dense:  # the candidate kernels as rows: (Cout, n, Cin k k)
+            weight = weight.permute(1, 0, 2, 3, 4).reshape(cout, n, -1)
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)
+        self.kernel_shape = (cout, conv.in_channels // conv.groups, conv.kernel_size, conv.kernel_size)
+        self.out_channels = cout
+        self.bias = nn.Parameter(shift, requires_grad=False)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.act = copy.deepcopy(block.act)
+
+    def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (weight, bias) of the conv for the sample ``x``."""
+        _check_batch1(x, "ComputedODConvBN")
+        if self.dense:
+            return _mix_dense_kernel(self.weight, self.kernel_shape, *self.attention(x)), self.bias
+        return _mix_kernel(self.weight, *self.attention(x)), self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.kernel(x)
+        return self.act(F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups))
+
+
+class StaticConvBN(nn.Module):
+    """:class:`~featherface.nn.ssh.PlainConvBN` with its BN folded: ``act(conv(x, s W) + b)``; ``kernel`` returns
+    the constant (weight, bias), so it can be merged with other convs on the same input."""
+
+    def __init__(self, block: PlainConvBN) -> None:
+        super().__init__()
+        conv = block.conv
+        scale, shift = _bn_scale_shift(block.bn)
+        self.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+        self.out_channels = conv.out_channels
+        bias = shift if conv.bias is None else shift + conv.bias.detach() * scale
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.act = copy.deepcopy(block.act)
+
+    def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weight, self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+
+
+class ComputedODConvSite(nn.Module):
+    """:class:`~featherface.nn.odconv_attention.ODConvAttention` (``x + scale * ODConv_dw(x)``) for a batch of one.
+
+    ``scale`` is folded into the candidate kernels and the residual into the computed kernel (1 added at the
+    centre tap), so the block is one depthwise ``Conv`` whose weight is computed from the attention branch.
+    """
+
+    def __init__(self, block: ODConvAttention) -> None:
+        super().__init__()
+        conv: ODConv2d = block.conv
+        k = conv.kernel_size
+        if not (conv.groups == conv.in_channels == conv.out_channels and conv.stride == 1 and conv.dilation == 1
+                and k % 2 == 1 and conv.padding == k // 2):
+            raise ValueError("ComputedODConvSite needs a stride-1, 'same'-padded depthwise ODConv with an odd kernel")
+        self.attention = FoldedAttention(conv.attention)
+        scale = block.scale.detach()
+        self.weight = nn.Parameter(conv.weight.detach() * (scale.view(1, -1, 1, 1, 1) * conv.kernel_scale),
+                                   requires_grad=False)
+        identity = torch.zeros(conv.out_channels, 1, k, k)
+        identity[:, :, k // 2, k // 2] = 1.0
+        self.register_buffer("identity", identity)
+        self.channels, self.padding = conv.out_channels, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_batch1(x, "ComputedODConvSite")
+        w = _mix_kernel(self.weight, *self.attention(x)) + self.identity
+        return F.conv2d(x, w, None, 1, self.padding, 1, self.channels)
+
+
+# -------------------------------------------------------------------------------------- deformable convs
+class FusedDeformConvBN(nn.Module):
+    """:class:`~featherface.nn.ssh.DeformConvBN` with its BN folded: ``act(DCN(x, offset, sigmoid(m), 2 s W) + b)``.
+
+    The offset / mask convolution is not held here: :class:`FusedSSH` computes it, merged with those of the
+    other deformable convs reading the same input, and passes the slice ``om`` (2 k^2 offset channels, then
+    k^2 mask logits).
+    """
+
+    def __init__(self, block: DeformConvBN) -> None:
+        super().__init__()
+        conv: ModulatedDeformConv2d = block.conv
+        scale, shift = _bn_scale_shift(block.bn)
+        self.weight = nn.Parameter(2.0 * conv.weight.detach() * scale.view(-1, 1, 1, 1), requires_grad=False)
+        self.bias = nn.Parameter(shift, requires_grad=False)
+        self.taps = conv.kernel_size * conv.kernel_size
+        self.stride, self.padding = conv.stride, conv.padding
+        self.act = copy.deepcopy(block.act)
+
+    @staticmethod
+    def offset_mask_conv(block: DeformConvBN) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (weight, bias) of ``block``'s offset conv followed by its mask conv, as one conv."""
+        conv = block.conv
+        weight = torch.cat([conv.offset_conv.weight, conv.mask_conv.weight]).detach()
+        bias = torch.cat([conv.offset_conv.bias, conv.mask_conv.bias]).detach()
+        return weight, bias
+
+    def forward(self, x: torch.Tensor, om: torch.Tensor) -> torch.Tensor:
+        offset = om[:, : 2 * self.taps]
+        mask = torch.sigmoid(om[:, 2 * self.taps: 3 * self.taps])
+        if _use_sampling():
+            y = deform_conv2d_by_sampling(x, offset, self.weight, mask, self.stride, self.padding)
+            y = y + self.bias.view(1, -1, 1, 1)
+        else:
+            y = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding, mask=mask)
+        return self.act(y)
+
+
+class _MergedConv(nn.Module):
+    """The offset / mask convs of several deformable convs on one input, as one conv; forward returns the slices."""
+
+    def __init__(self, blocks: list[DeformConvBN]) -> None:
+        super().__init__()
+        parts = [FusedDeformConvBN.offset_mask_conv(b) for b in blocks]
+        conv = blocks[0].conv.offset_conv
+        if any(b.conv.offset_conv.stride != conv.stride or b.conv.offset_conv.padding != conv.padding
+               or b.conv.offset_conv.kernel_size != conv.kernel_size for b in blocks):
+            raise ValueError("FusedSSH: deformable convs on one input with different offset-conv geometry")
+        self.weight = nn.Parameter(torch.cat([w for w, _ in parts]), requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([b for _, b in parts]), requires_grad=False)
+        self.sizes = [int(w.shape[0]) for w, _ in parts]
+        self.stride, self.padding = conv.stride, conv.padding
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        out, start = [], 0
+        for size in self.sizes:
+            out.append(y[:, start:start + size])
+            start += size
+        return out
+
+
+class _SharedInputConv(nn.Module):
+    """Conv blocks reading the same input, with the same geometry, as one conv: their (static or computed)
+    kernels and biases concatenated along the output channels; each block's activation on its slice."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        first = parts[0]
+        geometry = [(p.stride, p.padding, p.dilation, p.groups) for p in parts]
+        if len(set(geometry)) != 1 or first.groups != 1:
+            raise ValueError("FusedSSH: convs on one input with different geometry (or grouped) cannot be merged")
+        self.parts = nn.ModuleList(parts)
+        self.sizes = [int(p.out_channels) for p in parts]
+        self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        kernels = [p.kernel(x) for p in self.parts]
+        weight = torch.cat([w for w, _ in kernels]) if len(kernels) > 1 else kernels[0][0]
+        bias = torch.cat([b for _, b in kernels]) if len(kernels) > 1 else kernels[0][1]
+        y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        out, start = [], 0
+        for part, size in zip(self.parts, self.sizes):
+            out.append(part.act(y[:, start:start + size]))
+            start += size
+        return out
+
+
+class _Separate(nn.Module):
+    """Blocks on one input run one by one (ODConvs kept for a dynamic batch): the :class:`_SharedInputConv`
+    interface without merging."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [part(x) for part in self.parts]
+
+
+def _deploy_conv(block: nn.Module, batch1: bool) -> nn.Module:
+    """The deployment form of one non-deformable SSH conv block (a copy of it when it has none)."""
+    if isinstance(block, ODConvBN) and batch1:
+        return ComputedODConvBN(block)
+    if isinstance(block, PlainConvBN):
+        return StaticConvBN(block)
+    return copy.deepcopy(block)  # an ODConvBN kept for a dynamic batch
+
+
+class FusedSSH(nn.Module):
+    """An :class:`~featherface.nn.ssh.SSH`, rewritten exactly for deployment.
+
+    * Deformable convs: :class:`FusedDeformConvBN`, the offset / mask convs of ``conv3x3`` and ``conv5x5_reduce``
+      (both on x) as one conv, likewise of ``conv5x5`` and ``conv7x7_reduce`` (both on r).
+    * Plain convs, and at batch 1 ODConvs (:class:`ComputedODConvBN`): ``conv3x3`` and ``conv5x5_reduce`` as one
+      conv with their kernels concatenated, likewise ``conv5x5`` and ``conv7x7_reduce``: three convs instead of five.
+    * ``relu(cat[a, b, c]) == cat[relu(a), relu(b), relu(c)]``: the ReLU moves into the three branch convs (where
+      ONNX Runtime fuses it into the conv) instead of a pass over the concatenation.
+    * ``shuffle=False`` leaves out the channel shuffle, for a caller that permutes the input channels of whatever
+      reads the output instead (:func:`fuse_for_export` does it in the detection heads).
+    """
+
+    _NAMES = ("conv3x3", "conv5x5_reduce", "conv5x5", "conv7x7_reduce", "conv7x7")
+    _LAST = ("conv3x3", "conv5x5", "conv7x7")  # the branch outputs: no activation of their own
+
+    def __init__(self, ssh: SSH, batch1: bool, shuffle: bool = True) -> None:
+        super().__init__()
+        self.shuffle_groups = ssh.shuffle_groups if shuffle else 1
+        blocks = {name: getattr(ssh, name) for name in self._NAMES}
+        self.deformable = all(isinstance(b, DeformConvBN) for b in blocks.values())
+        if not self.deformable and any(isinstance(b, DeformConvBN) for b in blocks.values()):
+            raise ValueError("FusedSSH: an SSH mixing deformable and other convs is not supported")
+        if self.deformable:
+            parts = {name: FusedDeformConvBN(block) for name, block in blocks.items()}
+            self.om_x = _MergedConv([blocks["conv3x3"], blocks["conv5x5_reduce"]])
+            self.om_r = _MergedConv([blocks["conv5x5"], blocks["conv7x7_reduce"]])
+            self.om_c = _MergedConv([blocks["conv7x7"]])
+        else:
+            parts = {name: _deploy_conv(block, batch1) for name, block in blocks.items()}
+        # The ReLU after the concatenation moves into the branch outputs (their activation is the identity).
+        self.relu_in_branches = all(isinstance(parts[n].act, nn.Identity) for n in self._LAST)
+        if self.relu_in_branches:
+            for name in self._LAST:
+                parts[name].act = nn.ReLU()
+        if self.deformable:
+            for name, part in parts.items():
+                setattr(self, name, part)
+        else:
+            mergeable = all(hasattr(part, "kernel") for part in parts.values())
+            group = _SharedInputConv if mergeable else _Separate
+            self.on_x = group([parts["conv3x3"], parts["conv5x5_reduce"]])
+            self.on_r = group([parts["conv5x5"], parts["conv7x7_reduce"]])
+            self.conv7x7 = parts["conv7x7"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deformable:
+            om_a, om_r = self.om_x(x)
+            a = self.conv3x3(x, om_a)
+            r = self.conv5x5_reduce(x, om_r)
+            om_b, om_c1 = self.om_r(r)
+            b = self.conv5x5(r, om_b)
+            c1 = self.conv7x7_reduce(r, om_c1)
+            (om_c,) = self.om_c(c1)
+            c = self.conv7x7(c1, om_c)
+        else:
+            a, r = self.on_x(x)
+            b, c1 = self.on_r(r)
+            c = self.conv7x7(c1)
+        out = torch.cat([a, b, c], dim=1)
+        if not self.relu_in_branches:
+            out = torch.relu(out)
+        if self.shuffle_groups > 1:
+            out = channel_shuffle(out, self.shuffle_groups)
+        return out
+
+
+def _fold_shuffle_into_heads(model: nn.Module, level: int, channels: int, groups: int) -> bool:
+    """Permute the input channels of level ``level``'s head convs so that they read the SSH output before its
+    channel shuffle: ``W s = W[:, perm^-1] o`` for ``s = o[perm]``. False when ``model`` has no such heads."""
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, DetectionHeads) or not hasattr(model, "context"):
+        return False
+    perm = channel_shuffle(torch.arange(channels, dtype=torch.float32).view(1, channels, 1, 1), groups)
+    perm = perm.flatten().long()  # s[c] = o[perm[c]]
+    for convs in (heads.cls, heads.box, heads.landmark):
+        conv = convs[level]
+        weight = torch.empty_like(conv.weight)
+        weight[:, perm] = conv.weight.detach()
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _context_level(model: nn.Module, name: str) -> int | None:
+    """The level of the SSH at ``name`` when it is ``model.context[level]`` (a FeatherFace), else None."""
+    prefix, _, index = name.rpartition(".")
+    return int(index) if prefix == "context" and index.isdigit() else None
+
+
+def fuse_for_export(model: nn.Module, *, batch1: bool = True) -> tuple[nn.Module, FusionReport]:
+    """A copy of ``model`` (eval mode, no gradients) with the exact deployment rewrites of this module.
+
+    Args:
+        model: a FeatherFace model (any module; the blocks it does not hold are left alone).
+        batch1: also rewrite the ODConv blocks into computed-kernel convs, valid for a batch of one only.
+
+    Returns:
+        ``(fused model, report)``; the caller's model is not touched.
+    """
+    fused = copy.deepcopy(model).cpu().eval()
+    report = FusionReport()
+    for name, module in list(fused.named_modules()):
+        if not name:
+            continue
+        replacement: nn.Module | None = None
+        if isinstance(module, SSH):
+            level = _context_level(fused, name)
+            fold = level is not None and module.shuffle_groups > 1 and _fold_shuffle_into_heads(
+                fused, level, module.channels, module.shuffle_groups)
+            replacement = FusedSSH(module, batch1, shuffle=not fold)
+            report.ssh.append(name)
+            for child, block in ((c, getattr(module, c)) for c in FusedSSH._NAMES):
+                if isinstance(block, DeformConvBN):
+                    report.deformable.append(f"{name}.{child}")
+                elif isinstance(block, ODConvBN):
+                    (report.odconv_dense if batch1 else report.kept).append(f"{name}.{child}")
+        elif isinstance(module, ODConvAttention):
+            if batch1:
+                replacement = ComputedODConvSite(module)
+                report.odconv_sites.append(name)
+            else:
+                report.kept.append(name)
+        if replacement is not None:
+            parent_name, _, attr = name.rpartition(".")
+            parent = fused.get_submodule(parent_name) if parent_name else fused
+            setattr(parent, attr, replacement)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    logger.debug("fuse_for_export: %s", report.to_dict())
+    return fused.eval(), report

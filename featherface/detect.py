@@ -22,17 +22,26 @@ JSON layout (pixels of the original image, boxes not clipped to it)::
 Landmarks are in the order left eye, right eye, nose, left mouth corner, right mouth corner.
 
 Errors: in a folder, an unreadable (missing, empty, corrupt) image is skipped with a warning and listed in the
-summary; the run goes on. An image or video named directly that cannot be read raises (unless ``keep_going``).
+summary; the run goes on. Videos inside a folder are not processed: each is named in a warning and in the summary's
+``skipped``. A path that does not exist, or an image or video named directly that cannot be read, raises (unless
+``keep_going``: then it is skipped and listed). A video whose decoding stops before the frame count its container
+announces (a truncated file) gets a warning in the log and in the summary's ``warnings``. An output that cannot be
+written raises :class:`OutputError` naming the file.
+
 Every file is written to a temporary name in its destination folder and renamed into place, so an interrupted run
-leaves no half-written output under a final name.
+leaves no half-written output under a final name; the temporary files a killed run leaves are removed when a later
+run writes the same outputs.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +62,7 @@ __all__ = [
     "VIDEO_CODECS",
     "InputError",
     "VideoError",
+    "OutputError",
     "InputItem",
     "VideoSummary",
     "DetectRunSummary",
@@ -89,6 +99,20 @@ class VideoError(ValueError):
     """A video that cannot be opened or decoded, or an output video that cannot be written."""
 
 
+class OutputError(OSError):
+    """An output file that cannot be written (full disk, permissions): the message names the file and what to do."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        super().__init__(getattr(error, "errno", None) or 0,
+                         f"cannot write {path}: {reason}. Check the free space and permissions of {path.parent}, "
+                         "or choose another output folder (-o)")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @dataclass(frozen=True)
 class InputItem:
     """One image or video to process.
@@ -119,22 +143,41 @@ def _is_strictly_inside(key: str, folder: Path) -> bool:
     return key.startswith(folder_key) and key != folder_key
 
 
-def collect_inputs(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[InputItem]:
+#: Why a video found inside a folder is not processed (folders are searched for images only).
+VIDEO_IN_FOLDER = "a video inside a folder: folders are searched for images only; name the video itself to process it"
+
+
+def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
+    """Video files under ``folder`` (recursive, by :data:`VIDEO_SUFFIXES`), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def collect_inputs(
+    paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    keep_going: bool = False,
+    skipped: dict[str, str] | None = None,
+) -> list[InputItem]:
     """Expand the user's paths into images and videos, in the order given (folder contents sorted).
 
     Args:
         paths: image files, video files and folders (searched recursively for images; videos inside folders
-            are not picked up).
+            are not picked up: they are logged with a warning and listed in ``skipped``).
+        keep_going: skip (log and list in ``skipped``) a path that does not exist or has an unknown type instead
+            of raising.
+        skipped: filled with ``{path: reason}`` of what was left out.
 
     Returns:
         One :class:`InputItem` per distinct file (a file reached twice is kept once, at its first position).
 
     Raises:
-        FileNotFoundError: a path does not exist.
-        InputError: a file with a suffix that is neither an image nor a video one, or no image or video at all.
+        FileNotFoundError: a path does not exist (unless ``keep_going``).
+        InputError: a file with a suffix that is neither an image nor a video one (unless ``keep_going``), or no
+            image or video at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    skipped = skipped if skipped is not None else {}
     items: list[InputItem] = []
     seen: set[str] = set()
 
@@ -146,16 +189,25 @@ def collect_inputs(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[s
         seen.add(key)
         items.append(item)
 
+    def refuse(error: Exception, path: Path) -> None:
+        if not keep_going:
+            raise error
+        log.warning("skipping %s: %s", path, error)
+        skipped[str(path)] = str(error)
+
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
-        if path.is_dir():
+            refuse(FileNotFoundError(f"input not found: {path}"), path)
+        elif path.is_dir():
             images = list_images(path)
             if not images:
                 log.warning("no images (%s) under folder %s", " ".join(IMAGE_SUFFIXES), path)
             for image in images:
                 add(InputItem(image, "image", image.relative_to(path).with_suffix(""), path))
+            for video in list_videos(path):
+                log.warning("not processing %s: %s", video, VIDEO_IN_FOLDER)
+                skipped[str(video)] = VIDEO_IN_FOLDER
         elif path.is_file():
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
@@ -163,14 +215,16 @@ def collect_inputs(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[s
             elif suffix in VIDEO_SUFFIXES:
                 add(InputItem(path, "video", Path(path.stem)))
             else:
-                raise InputError(
+                refuse(InputError(
                     f"{path}: unknown input type {path.suffix or '(no suffix)'!r}; images: "
                     f"{' '.join(IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}"
-                )
+                ), path)
         else:
-            raise InputError(f"{path}: not a regular file or a folder")
+            refuse(InputError(f"{path}: not a regular file or a folder"), path)
     if not items:
-        raise InputError(f"no images or videos found in {[str(p) for p in paths]}")
+        left_out = "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:5])
+        raise InputError(f"no images or videos found in {[str(p) for p in paths]}"
+                         + (f" (left out: {left_out})" if left_out else ""))
     return items
 
 
@@ -229,6 +283,8 @@ class VideoSummary:
         detector_seconds: wall time inside the detector (pre-processing, network, post-processing).
         total_seconds: wall time of the whole video (decode, detect, draw, encode, write).
         video_out, json_out: the files written (``None`` when not asked for).
+        expected_frames: the frame count the container announces (``None`` when it gives none).
+        warning: why the video may be incomplete (decoding stopped before ``expected_frames``), else ``None``.
     """
 
     path: str
@@ -241,6 +297,8 @@ class VideoSummary:
     total_seconds: float = 0.0
     video_out: str | None = None
     json_out: str | None = None
+    expected_frames: int | None = None
+    warning: str | None = None
 
     @property
     def detector_fps(self) -> float:
@@ -266,6 +324,8 @@ class VideoSummary:
             "end_to_end_fps": _round_or_none(self.end_to_end_fps),
             "video_out": self.video_out,
             "json_out": self.json_out,
+            "expected_frames": self.expected_frames,
+            "warning": self.warning,
         }
 
 
@@ -285,6 +345,7 @@ class DetectRunSummary:
         outputs: every file written, in order.
         image_detector_seconds: wall time inside the detector for the images.
         seconds: wall time of the whole run.
+        notes: warnings about images (the first image too large to run at its original size).
     """
 
     images: int = 0
@@ -294,6 +355,13 @@ class DetectRunSummary:
     outputs: list[str] = field(default_factory=list)
     image_detector_seconds: float = 0.0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings for the user, one line each: :attr:`notes` (an image too large for its original size), then
+        videos whose outputs may be incomplete (a truncated file)."""
+        return [*self.notes, *(v.warning for v in self.videos if v.warning)]
 
     @property
     def frames(self) -> int:
@@ -327,6 +395,7 @@ class DetectRunSummary:
             "images": self.images,
             "image_faces": self.image_faces,
             "skipped": dict(self.skipped),
+            "warnings": self.warnings,
             "videos": [v.to_dict() for v in self.videos],
             "frames": self.frames,
             "faces": self.faces,
@@ -343,9 +412,16 @@ class DetectRunSummary:
 
 
 def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """A new empty temporary file in the folder of ``path`` (created with its parents)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    """A new empty temporary file in the folder of ``path`` (created with its parents).
+
+    Raises:
+        OutputError: the folder or the file cannot be created (naming ``path``).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as err:
+        raise OutputError(path, err) from err
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions once renamed
     return Path(tmp)
@@ -362,9 +438,33 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(path, err) from err
         raise
+
+
+def _leftover_temps(path: Path) -> list[Path]:
+    """Temporary files of an earlier run that was killed while writing ``path`` (``.<name>.<8 chars><suffix>``,
+    as :func:`_temp_beside` names them)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}(\.tmp|{re.escape(path.suffix)})$")
+    if not path.parent.is_dir():
+        return []
+    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.match(p.name) and p.is_file()]
+
+
+def remove_leftover_temps(stem: Path, kind: InputKind) -> list[Path]:
+    """Delete the temporary files a killed run left beside the outputs of ``stem``; returns them."""
+    removed = []
+    for ext in _OUTPUT_SUFFIXES[kind]:
+        for tmp in _leftover_temps(stem.parent / (stem.name + ext)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                 ", ".join(str(p) for p in removed))
+    return removed
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -413,6 +513,9 @@ def _detect_image(
         log.warning("skipping %s: %s", item.path, err)
         summary.skipped[str(item.path)] = str(err)
         return
+    large = detector.large_input_warning(image.shape[0], image.shape[1], str(item.path))
+    if large:
+        summary.notes.append(large)
     start = time.perf_counter()
     dets = detector(image)
     summary.image_detector_seconds += time.perf_counter() - start
@@ -460,7 +563,7 @@ def _detect_video(
         if not ok or frame is None:
             raise VideoError(f"{path}: the video opened but no frame could be decoded")
         height, width = frame.shape[:2]
-        result = VideoSummary(str(path), fps=fps, width=width, height=height)
+        result = VideoSummary(str(path), fps=fps, width=width, height=height, expected_frames=count or None)
         if save_images:
             writer, tmp_video, final_video = _open_writer(stem, fps, (width, height))
             temps.append(tmp_video)
@@ -485,7 +588,10 @@ def _detect_video(
                 writer.write(drawn)
             if lines is not None:
                 record = {"frame": index, "time": round(index / fps, 6), "faces": faces_to_json(dets)}
-                lines.write(json.dumps(record) + "\n")
+                try:
+                    lines.write(json.dumps(record) + "\n")
+                except OSError as err:
+                    raise OutputError(final_json, err) from err
             result.frames += 1
             result.faces += len(dets)
             if progress is not None:
@@ -493,14 +599,21 @@ def _detect_video(
             if max_frames is not None and result.frames >= max_frames:
                 break
             ok, frame = capture.read()
+        result.warning = _incomplete_video_warning(path, result.frames, count, max_frames)
         if writer is not None:
             writer.release()
             writer = None
+            if tmp_video.stat().st_size == 0:
+                raise OutputError(final_video, OSError("the video writer wrote nothing (disk full?)"))
             os.replace(tmp_video, final_video)
             result.video_out = str(final_video)
         if lines is not None:
-            lines.close()
-            lines = None
+            try:
+                lines.close()
+            except OSError as err:
+                raise OutputError(final_json, err) from err
+            finally:
+                lines = None
             os.replace(tmp_json, final_json)
             result.json_out = str(final_json)
         temps.clear()
@@ -517,7 +630,18 @@ def _detect_video(
         "%s: %d frames, %d faces, detector %.1f fps, end to end %.1f fps",
         path, result.frames, result.faces, result.detector_fps, result.end_to_end_fps,
     )
+    if result.warning:
+        log.warning("%s", result.warning)
     return result
+
+
+def _incomplete_video_warning(path: Path, frames: int, announced: int, max_frames: int | None) -> str | None:
+    """A warning when decoding stopped before the frame count the container announces (a truncated or damaged
+    file), unless ``max_frames`` stopped it; ``None`` otherwise."""
+    if announced <= 0 or frames >= announced or (max_frames is not None and frames >= max_frames):
+        return None
+    return (f"{path}: decoding stopped after {frames} of the {announced} frames the file announces (truncated or "
+            f"damaged?); the outputs cover those {frames} frames only")
 
 
 def run_detect(
@@ -545,7 +669,8 @@ def run_detect(
             ``"video <name>"`` (total: the frame count the container reports, capped by ``max_frames``; ``None``
             when unknown).
         max_frames: process at most this many frames per video (``None``: all).
-        keep_going: also skip (instead of raising on) unreadable images and videos named directly.
+        keep_going: also skip (instead of raising on) missing paths, and unreadable images and videos named
+            directly; they are listed in the summary's ``skipped``.
 
     Returns:
         A :class:`DetectRunSummary` (counts, skipped inputs, frames per second, files written).
@@ -554,12 +679,14 @@ def run_detect(
         FileNotFoundError / InputError: see :func:`collect_inputs`.
         ImageError: an image named directly cannot be read (unless ``keep_going``).
         VideoError: a video cannot be opened or decoded, or no video writer opens (unless ``keep_going``).
+        OutputError: an output file cannot be written (naming it).
     """
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"max_frames must be a positive integer or None, got {max_frames!r}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    items = collect_inputs(inputs)
+    summary = DetectRunSummary()
+    items = collect_inputs(inputs, keep_going=keep_going, skipped=summary.skipped)
     out_key = _key(out_dir) + os.sep
     inside = [  # images under an output folder that lies strictly inside the input folder (earlier outputs)
         it for it in items
@@ -568,12 +695,17 @@ def run_detect(
     if inside:
         log.info("ignoring %d images found inside the output folder %s", len(inside), out_dir)
         items = [it for it in items if it not in inside]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(out_dir, err) from err
     stems = plan_outputs(items, out_dir)
-    summary = DetectRunSummary()
     n_images = sum(1 for it in items if it.kind == "image")
     done_images = 0
     for item, stem in zip(items, stems):
+        remove_leftover_temps(stem, item.kind)
         if item.kind == "image":
             _detect_image(detector, item, stem, summary, save_images=save_images, save_json=save_json,
                           keep_going=keep_going)

@@ -13,9 +13,13 @@ stay in :mod:`featherface.postprocess` (the WIDER protocol needs the reference "
 the ONNX file records the prior and coding parameters in its metadata for other runtimes.
 
 * ONNX (:func:`export_onnx`): TorchScript-based exporter (``dynamo=False``), opset 19 or 20, dynamic
-  batch / height / width axes by default. The deformable convolutions of the SSH become ONNX
-  ``DeformConv`` nodes (:mod:`featherface.onnx_ops`); the ODConv blocks switch by themselves to their
-  batch-independent matmul formulation while tracing (``ODConv2d(conv_impl="auto")``).
+  height / width axes by default and a batch of one (``dynamic_batch=True`` for a dynamic batch axis too).
+  The deformable convolutions of the SSH become ONNX ``DeformConv`` nodes (:mod:`featherface.onnx_ops`).
+  By default (``fuse=True``) the graph is built from :func:`featherface.deploy.fuse_for_export`'s exact
+  rewrites: BatchNorm folded into the deformable convs, one offset / mask conv per input, and at batch 1 every
+  ODConv as one ``Conv`` whose kernel is computed in the graph (BN, residual and layer scale folded in). With a
+  dynamic batch the ODConv blocks keep their batch-independent matmul formulation (``ODConv2d(conv_impl="auto")``
+  switches to it while tracing).
 * TorchScript (:func:`export_torchscript`): ``torch.jit.trace``. Every size-dependent step of the model
   (BiFPN nearest resize to the finer map, TF-"same" max-pool padding, head reshapes, channel shuffle)
   reads the input's shape in the traced graph, so the file runs at any batch size and H, W; the
@@ -46,6 +50,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -147,11 +152,13 @@ def _example_input(batch: int, height: int, width: int, seed: int = 0) -> Tensor
     return pixels - torch.tensor(MEAN_BGR).view(1, 3, 1, 1)
 
 
-def _probe_inputs(batch: int, height: int, width: int, dynamic: bool) -> list[Tensor]:
-    """Inputs of the built-in check: the export shape and, for a dynamic file, another batch and an odd size."""
+def _probe_inputs(batch: int, height: int, width: int, dynamic: bool, dynamic_batch: bool = True) -> list[Tensor]:
+    """Inputs of the built-in check: the export shape and, for a dynamic file, an odd size (with another batch
+    size when the batch axis is dynamic too)."""
     inputs = [_example_input(batch, height, width, seed=1)]
     if dynamic:
-        inputs.append(_example_input(batch + 1, height // 2 + 3, width // 2 + 5, seed=2))
+        other = batch + 1 if dynamic_batch else batch
+        inputs.append(_example_input(other, height // 2 + 3, width // 2 + 5, seed=2))
     return inputs
 
 
@@ -249,6 +256,8 @@ def export_onnx(
     *,
     opset: int = 19,
     dynamic: bool = True,
+    dynamic_batch: bool = False,
+    fuse: bool = True,
     input_size: Sequence[int] = (640, 640),
     batch_size: int = 1,
     check: bool = True,
@@ -260,20 +269,25 @@ def export_onnx(
         model: a FeatherFace model (or any module with one (B, 3, H, W) input and the three outputs).
         path: destination ``.onnx`` file (parent folders are created).
         opset: ONNX opset, 19 (default) or 20; deformable convolutions need >= 19.
-        dynamic: dynamic ``batch``, ``height``, ``width`` input axes (and ``batch``, ``priors`` output
-            axes). ``False`` fixes the shape to ``(batch_size, 3, *input_size)``. (ODConv blocks export
-            their matmul formulation either way: the TorchScript-based exporter rejects the grouped
-            one, whose kernel shape depends on the batch, "convolution for kernel of unknown shape".)
+        dynamic: dynamic ``height``, ``width`` input axes (and ``priors`` output axis). ``False`` fixes the
+            shape to ``(batch_size, 3, *input_size)``.
+        dynamic_batch: with ``dynamic``, a dynamic ``batch`` axis too. Otherwise the batch is fixed at
+            ``batch_size`` (1 by default: what :class:`featherface.runtime.OnnxFaceDetector` runs).
+        fuse: export :func:`featherface.deploy.fuse_for_export`'s exact rewrite of the model (BatchNorm folded
+            into the deformable convs, merged offset / mask convs; when the graph's batch is fixed at 1, ODConvs
+            as ``Conv`` nodes with computed kernels). With a batch other than a fixed 1 the ODConv blocks export
+            their batch-independent matmul formulation (the TorchScript-based exporter rejects a grouped conv
+            whose kernel shape depends on the batch, "convolution for kernel of unknown shape").
         input_size: (H, W) of the tracing input (and of the fixed shape when ``dynamic=False``).
         batch_size: B of the tracing input.
         check: run ``onnx.checker.check_model(full_check=True)`` and compare onnxruntime with the eager
-            model (max abs diff <= ``atol``) at the export shape and, when dynamic, at another batch size
-            and an odd input size, before the file is moved into place.
+            (original, unfused) model (max abs diff <= ``atol``) at the export shape and, when dynamic, at an
+            odd input size (and another batch size when the batch is dynamic), before the file is moved into place.
         atol: tolerance of that comparison.
 
     Returns:
         The written path. Graph input ``input``; outputs ``loc``, ``logits``, ``landmarks``; metadata
-        entries ``featherface.*`` (input convention, priors, config, export settings).
+        entries ``featherface.*`` (input convention, priors, config, export settings, what was fused).
 
     Raises:
         ValueError: an opset below 19 for a model with deformable convolutions, an opset the exporter
@@ -282,14 +296,25 @@ def export_onnx(
     """
     import onnx
 
+    from featherface.deploy import fuse_for_export
+
     height, width = _check_size(input_size, batch_size, "export_onnx")
     _check_opset(model, opset)
     net = _export_copy(model)
     x = _example_input(batch_size, height, width)
+    dynamic_batch = bool(dynamic and dynamic_batch)
+    batch1 = batch_size == 1 and not dynamic_batch
+    traced, fused = net, None
+    if fuse:
+        traced, report = fuse_for_export(net, batch1=batch1)
+        fused = report.to_dict()
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
-        dynamic_axes.update({name: {0: "batch", 1: "priors"} for name in OUTPUT_NAMES})
+        dynamic_axes = {INPUT_NAME: {2: "height", 3: "width"}}
+        dynamic_axes.update({name: {1: "priors"} for name in OUTPUT_NAMES})
+        if dynamic_batch:
+            for axes in dynamic_axes.values():
+                axes[0] = "batch"
     start = time.perf_counter()
     if opset >= DEFORM_CONV_MIN_OPSET:
         register_deform_conv_symbolic()
@@ -297,7 +322,7 @@ def export_onnx(
         with _quiet_tracing(), torch.no_grad():
             try:
                 torch.onnx.export(
-                    net, (x,), str(tmp), dynamo=False, opset_version=opset,
+                    traced, (x,), str(tmp), dynamo=False, opset_version=opset,
                     input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
                     do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL,
                 )
@@ -305,8 +330,8 @@ def export_onnx(
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ExportError(f"export_onnx: {path}: the ONNX exporter failed (opset {opset}): {first}") from err
         proto = onnx.load(str(tmp))
-        meta = _metadata(net, "onnx", opset=opset, dynamic=dynamic, input_size=[height, width],
-                         batch_size=batch_size)
+        meta = _metadata(net, "onnx", opset=opset, dynamic=dynamic, dynamic_batch=dynamic_batch,
+                         input_size=[height, width], batch_size=batch_size, fused=fused)
         onnx.helper.set_model_props(proto, meta)
         proto.doc_string = "FeatherFace face detector (raw outputs); see the featherface.* metadata entries."
         onnx.save(proto, str(tmp))
@@ -315,11 +340,12 @@ def export_onnx(
                 onnx.checker.check_model(str(tmp), full_check=True)
             except onnx.checker.ValidationError as err:
                 raise ExportError(f"export_onnx: {path}: onnx.checker rejected the graph: {err}") from err
-            shapes = _probe_inputs(batch_size, height, width, dynamic)
+            shapes = _probe_inputs(batch_size, height, width, dynamic, dynamic_batch)
             _self_check(net, OnnxModel(tmp), shapes, f"export_onnx {path}", atol)
-    logger.info("exported ONNX opset %d (%s) to %s in %.1f s, %d bytes", opset,
-                "dynamic" if dynamic else f"fixed {batch_size}x3x{height}x{width}", path,
-                time.perf_counter() - start, Path(path).stat().st_size)
+    shape = ("dynamic batch, H, W" if dynamic_batch else f"batch {batch_size}, dynamic H, W") if dynamic \
+        else f"fixed {batch_size}x3x{height}x{width}"
+    logger.info("exported ONNX opset %d (%s%s) to %s in %.1f s, %d bytes", opset, shape,
+                ", fused" if fuse else "", path, time.perf_counter() - start, Path(path).stat().st_size)
     return Path(path)
 
 
@@ -331,7 +357,8 @@ class OnnxModel(nn.Module):
         threads: onnxruntime ``intra_op_num_threads`` (``None``: onnxruntime's default).
 
     Forward:
-        x (B, 3, H, W) float tensor -> ``(loc, logits, landmarks)`` float32 tensors on ``x``'s device.
+        x (B, 3, H, W) float tensor -> ``(loc, logits, landmarks)`` float32 tensors on ``x``'s device. A file
+        whose batch axis is fixed at 1 (the default export) runs a batch of B one sample at a time.
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
@@ -354,10 +381,18 @@ class OnnxModel(nn.Module):
                 f"found inputs {inputs} and outputs {outputs}"
             )
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the file's input is fixed at (``None``: a dynamic batch axis)."""
+        dim = self.session.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) else None
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        loc, logits, landmarks = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: array})
-        return tuple(torch.from_numpy(o).to(x.device) for o in (loc, logits, landmarks))  # type: ignore[return-value]
+        chunks = [array[i:i + 1] for i in range(len(array))] if self.fixed_batch == 1 and len(array) > 1 else [array]
+        runs = [self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk}) for chunk in chunks]
+        outputs = [torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0]) for parts in zip(*runs)]
+        return tuple(o.to(x.device) for o in outputs)  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
         return str(self.path)
@@ -558,6 +593,14 @@ def export_model(
     raise ValueError(f"export: unknown format {format!r}; known: {list(EXPORT_FORMATS)}")
 
 
+def _fused_record(path: Path) -> Any:
+    """The ``featherface.fused`` metadata entry of an ONNX export: what :func:`fuse_for_export` rewrote."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(meta.get("featherface.fused", "null"))
+
+
 def export_pretrained(
     model: str | None,
     weights: str | os.PathLike[str],
@@ -578,13 +621,15 @@ def export_pretrained(
         format: ``"onnx"`` / ``"torchscript"``, or ``None`` for the suffix of ``output``.
         model_overrides: config fields for ``create_model``.
         parity_sizes: (B, H, W) of the seeded random inputs used for the parity figures (for a file
-            exported with ``dynamic=False`` only its own shape is used).
-        **options: :func:`export_onnx` / :func:`export_torchscript` options (opset, dynamic, input_size,
-            batch_size, check, atol).
+            exported with ``dynamic=False`` only its own shape is used; a file with a batch axis fixed at 1 runs
+            a larger B one sample at a time).
+        **options: :func:`export_onnx` / :func:`export_torchscript` options (opset, dynamic, dynamic_batch,
+            fuse, input_size, batch_size, check, atol).
 
     Returns:
         A JSON-ready summary: ``path``, ``format``, ``bytes``, ``model``, ``weights``, ``options``, ``parity``
-        (max abs diff per output over the parity inputs) and ``parity_inputs`` (their shapes).
+        (max abs diff per output over the parity inputs), ``parity_inputs`` (their shapes) and, for ONNX, ``fused``
+        (what the exact deployment rewrites changed; ``None`` with ``fuse=False``).
     """
     from featherface.models.checkpoints import build_model_from_checkpoint, load_weights
     from featherface.models.registry import create_model
@@ -600,9 +645,12 @@ def export_pretrained(
     net.eval()
     path = export_model(net, output, format=format, **options)
     fmt = detect_format(path)
+    batch = int(options.get("batch_size", 1))
     if fmt == "onnx" and options.get("dynamic", True) is False:
         h, w = options.get("input_size", (640, 640))
-        parity_sizes = ((int(options.get("batch_size", 1)), int(h), int(w)),)
+        parity_sizes = ((batch, int(h), int(w)),)
+    elif fmt == "onnx" and not options.get("dynamic_batch", False) and batch != 1:
+        parity_sizes = tuple((batch, h, w) for _, h, w in parity_sizes)  # the batch axis is fixed at batch_size
     inputs = [_example_input(b, h, w, seed=10 + i) for i, (b, h, w) in enumerate(parity_sizes)]
     device = options.get("device", "cpu") if fmt == "torchscript" else "cpu"
     parity = check_parity(net.to(device), path, inputs, device=device)
@@ -615,4 +663,5 @@ def export_pretrained(
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "parity": parity,
         "parity_inputs": [list(s) for s in parity_sizes],
+        "fused": _fused_record(path) if fmt == "onnx" else None,
     }

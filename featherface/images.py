@@ -25,6 +25,14 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".t
 
 ColorOrder = Literal["bgr", "rgb"]
 
+#: Above this many pixels, an image run at its original size gets a warning suggesting ``long_side``: an
+#: 8000x6000 photo (48 MP) took 82 s and 5 GB on a CPU.
+LARGE_IMAGE_PIXELS: int = 16_000_000
+#: Peak memory per input pixel at the original size (measured: 5 GB for 48 MP), for the warning's estimate.
+BYTES_PER_PIXEL: float = 110.0
+#: The ``long_side`` the large-image warning suggests.
+SUGGESTED_LONG_SIDE: int = 1920
+
 
 class ImageError(ValueError):
     """An image that cannot be read or has an unusable shape or dtype."""
@@ -39,10 +47,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     converted and 16-bit images are reduced to 8 bits.
 
     Raises:
-        FileNotFoundError: the path does not exist.
+        FileNotFoundError: the path does not exist, or is a folder.
         ImageError: the file is empty or not a decodable image.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not an image file: pass its images (featherface.images."
+                                "list_images lists them), or give the folder to `featherface detect`")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     data = np.fromfile(path, dtype=np.uint8)
@@ -70,7 +81,7 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
     if color not in ("bgr", "rgb"):
         raise ImageError(f"{where}: color must be 'bgr' or 'rgb', got {color!r}")
     if not isinstance(image, np.ndarray):
-        raise ImageError(f"{where}: expected a numpy array, got {type(image).__name__}")
+        raise ImageError(f"{where}: {_not_an_array(image)}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
@@ -102,6 +113,48 @@ def to_bgr(image: np.ndarray, color: ColorOrder = "bgr", where: str = "image") -
     if color == "rgb":
         image = image[:, :, ::-1]
     return np.ascontiguousarray(image)
+
+
+def _not_an_array(image: object) -> str:
+    """Why ``image`` is not an image array, and what to pass instead."""
+    if image is None:
+        return ("got None instead of an image (cv2.imread returns None when it cannot read a file: check the path, "
+                "or pass the path itself to get the reason)")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return ("got the bytes of a file, not an image: pass the file's path, or decode the bytes first with "
+                "cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)")
+    if hasattr(image, "__array_interface__") or hasattr(image, "__array__"):
+        return (f"expected a numpy array, got {type(image).__name__}: convert it with np.asarray(image) "
+                "(a PIL image is RGB: pass color='rgb')")
+    return f"expected a numpy array, got {type(image).__name__}"
+
+
+def as_image_list(images: object) -> tuple[bool, list]:
+    """``(single, [images])``: one path or array becomes a list of one; a list (any iterable) is kept as a list.
+
+    Raises:
+        ImageError: ``None``, bytes, or anything that is neither an image nor an iterable of images.
+    """
+    if isinstance(images, (str, os.PathLike, np.ndarray)):
+        return True, [images]
+    if images is None or isinstance(images, (bytes, bytearray, memoryview)):
+        raise ImageError(f"image: {_not_an_array(images)}")
+    try:
+        return False, list(images)  # type: ignore[call-overload]
+    except TypeError:
+        raise ImageError(f"image: {_not_an_array(images)} (or an image path, or a list of images)") from None
+
+
+def large_image_warning(height: int, width: int, long_side: int | None, where: str = "image") -> str | None:
+    """A warning for an image so large that running it at its original size takes minutes and gigabytes
+    (more than :data:`LARGE_IMAGE_PIXELS` with ``long_side`` None); ``None`` when it is fine."""
+    pixels = int(height) * int(width)
+    if long_side is not None or pixels <= LARGE_IMAGE_PIXELS:
+        return None
+    gigabytes = pixels * BYTES_PER_PIXEL / 1e9
+    return (f"{where} is {width}x{height} ({pixels / 1e6:.0f} megapixels) and runs at its original size: expect "
+            f"about {gigabytes:.0f} GB of memory and minutes on a CPU. Resize it with long_side={SUGGESTED_LONG_SIDE} "
+            f"(command line: --long-side {SUGGESTED_LONG_SIDE}); small faces may then be missed")
 
 
 def resize_long_side(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, tuple[float, float]]:

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -44,7 +45,16 @@ from typing import Any, Union
 import cv2
 import numpy as np
 
-from featherface.images import MEAN_BGR, ColorOrder, ImageError, read_image, resize_long_side, to_bgr
+from featherface.images import (
+    MEAN_BGR,
+    ColorOrder,
+    ImageError,
+    as_image_list,
+    large_image_warning,
+    read_image,
+    resize_long_side,
+    to_bgr,
+)
 
 __all__ = [
     "MEAN_BGR",
@@ -479,11 +489,27 @@ def load_session(
         if not path.is_file():
             raise FileNotFoundError(f"{what} not found: {path}")
         source, where = str(path), str(path)
+    asked = list(providers or ["CPUExecutionProvider"])
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
+        with warnings.catch_warnings():  # a missing provider is reported below, with what to do
+            warnings.filterwarnings("ignore", message=".*provider.*", category=UserWarning)
+            session = ort.InferenceSession(source, sess_options=options, providers=asked)
     except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise OnnxFormatError(f"{where}: not a loadable ONNX model: {reason}") from err
+    _warn_about_fallback(asked, list(session.get_providers()), where)
+    return session
+
+
+def _warn_about_fallback(asked: Sequence[str], active: Sequence[str], where: str) -> list[str]:
+    """Log a warning for each execution provider that was asked for but is not running the session (onnxruntime
+    falls back to the CPU without raising); returns the missing ones."""
+    missing = [p for p in asked if p not in active]
+    if missing:
+        log.warning("%s: %s asked for but not available; running on %s instead. For CUDA install the "
+                    "onnxruntime-gpu package that matches your CUDA version (pip uninstall onnxruntime && pip "
+                    "install onnxruntime-gpu)", where, ", ".join(missing), ", ".join(active) or "nothing")
+    return missing
 
 
 def _fixed(dim: Any) -> int | None:
@@ -561,8 +587,7 @@ def detect_each(
 
     Returns one :class:`RuntimeDetections` for a single image, a list of them for a list.
     """
-    single = isinstance(images, (str, os.PathLike, np.ndarray))
-    batch = [images] if single else list(images)  # type: ignore[list-item]
+    single, batch = as_image_list(images)
     results = []
     for i, image in enumerate(batch):
         array, scale = detector.prepare(image, color, where=f"image {i}")
@@ -580,6 +605,8 @@ class OnnxFaceDetector:
         settings: a :class:`RuntimeSettings` to start from (the keyword arguments given override its fields).
         threads: onnxruntime intra-op threads (``None``: its default).
         providers: onnxruntime execution providers (default CPU).
+        backend: ``"onnxruntime"`` (default) or ``"openvino"`` (the optional extra; the ONNX file is converted
+            by :mod:`featherface.openvino_backend`, ``threads`` OpenVINO inference threads, fp32).
 
     Raises:
         FileNotFoundError: no such file.
@@ -600,13 +627,22 @@ class OnnxFaceDetector:
         settings: RuntimeSettings | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        backend: str = "onnxruntime",
     ) -> None:
         base = settings or RuntimeSettings()
         given = {"score_threshold": score_threshold, "nms_iou": nms_iou, "pre_nms_top_k": pre_nms_top_k,
                  "max_detections": max_detections, "long_side": long_side, "nms_offset": nms_offset}
         self.settings = RuntimeSettings(**{**base.as_kwargs(), **{k: v for k, v in given.items() if v is not None}})
         self.source = "<bytes>" if isinstance(onnx_path, (bytes, bytearray, memoryview)) else str(onnx_path)
-        self.session = load_session(onnx_path, threads=threads, providers=providers, what="ONNX model")
+        if backend == "openvino":
+            from featherface.openvino_backend import OpenVinoSession
+
+            self.session = OpenVinoSession(onnx_path, threads=threads)
+        elif backend == "onnxruntime":
+            self.session = load_session(onnx_path, threads=threads, providers=providers, what="ONNX model")
+        else:
+            raise ValueError(f"OnnxFaceDetector: backend must be 'onnxruntime' or 'openvino', got {backend!r}")
+        self.backend = backend
         self._batch, height, width = _check_featherface_session(self.session, self.source)
         self.fixed_size = (height, width) if height is not None and width is not None else None
         if (height is None) != (width is None):
@@ -620,6 +656,7 @@ class OnnxFaceDetector:
                              "(every image is resized to fit it)")
         self.min_sizes, self.steps, self.variances = _prior_parameters(self.session, self.source)
         self._priors: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._warned_large = False
         log.info("loaded %s (input %s)", self.source, list(self.session.get_inputs()[0].shape))
 
     def __repr__(self) -> str:
@@ -643,6 +680,12 @@ class OnnxFaceDetector:
         array = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image, color, where=where)
         if self.fixed_size is not None:
             return fit_and_pad(array, self.fixed_size, MEAN_BGR)
+        message = None if self._warned_large else large_image_warning(
+            array.shape[0], array.shape[1], self.settings.long_side,
+            str(image) if isinstance(image, (str, os.PathLike)) else where)
+        if message:
+            log.warning("%s (further large images are not reported)", message)
+            self._warned_large = True
         return resize_long_side(array, self.settings.long_side)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -650,11 +693,21 @@ class OnnxFaceDetector:
         ``(B, P, 4)``, ``(B, P, 2)``, ``(B, P, 10)``, checked against the number of priors of ``H x W``.
 
         Raises:
+            ValueError: an input that is not ``(B, 3, H, W)`` float32, or that is empty.
+            RuntimeError: onnxruntime failed (naming the model and the input size).
             OnnxFormatError: outputs whose shapes do not fit FeatherFace's priors.
         """
         if x.ndim != 4 or x.shape[1] != 3 or x.dtype != np.float32:
             raise ValueError(f"forward: expected a (B, 3, H, W) float32 array, got {x.dtype} {x.shape}")
-        loc, logits, landmarks = self.session.run(list(OUTPUT_WIDTHS), {INPUT_NAME: x})
+        if min(x.shape) < 1:
+            raise ValueError(f"forward: {self.source}: the input {x.shape} is empty; images must have at least "
+                             "one pixel (and one image per batch)")
+        try:
+            loc, logits, landmarks = self.session.run(list(OUTPUT_WIDTHS), {INPUT_NAME: x})
+        except Exception as err:  # onnxruntime's own exception types (InvalidArgument, Fail, ...)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RuntimeError(f"{self.source}: onnxruntime could not run a {x.shape[2]}x{x.shape[3]} input "
+                               f"(batch {x.shape[0]}): {reason}") from err
         batch, _, height, width = x.shape
         p = sum(len(m) * math.ceil(height / s) * math.ceil(width / s) for m, s in zip(self.min_sizes, self.steps))
         for name, out in zip(OUTPUT_WIDTHS, (loc, logits, landmarks)):

@@ -314,3 +314,32 @@ def test_settings_are_validated(tiny: FaceDetector) -> None:
     assert WIDER_PROTOCOL.max_detections == 750  # the shared protocol object is untouched
     image = np.random.default_rng(6).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     assert len(detector(image)) == 5
+
+
+def test_what_users_pass_by_mistake_is_named(tiny: FaceDetector, tmp_path: Path) -> None:
+    """Issue 15: cv2.imread's None, the bytes of a file and a folder each get a message that says what to do."""
+    missing = cv2.imread(str(tmp_path / "missing.jpg"))
+    with pytest.raises(ImageError, match=r"got None instead of an image \(cv2\.imread returns None"):
+        tiny(missing)
+    with pytest.raises(ImageError, match=r"image 1: got None instead of an image"):
+        tiny([np.zeros((16, 16, 3), np.uint8), None])
+    with pytest.raises(ImageError, match=r"got the bytes of a file, not an image: pass the file's path"):
+        tiny(b"\xff\xd8\xff\xe0")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a folder, not an image file"):
+        tiny(tmp_path)
+
+
+def test_large_image_warns_once_with_the_long_side_hint(tiny: FaceDetector, monkeypatch, caplog) -> None:
+    import featherface.api as api_mod
+
+    monkeypatch.setattr(api_mod, "large_image_warning",  # a tiny stand-in threshold: 20x20 counts as large
+                        lambda h, w, long_side, where: None if h * w <= 400 or long_side else f"{where} is large")
+    detector = FaceDetector(tiny.model, device="cpu")
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        detector([np.zeros((16, 16, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["image 1 is large (further large images are not reported)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        FaceDetector(tiny.model, device="cpu", long_side=32)(np.zeros((24, 24, 3), np.uint8))
+    assert not caplog.records

@@ -15,7 +15,7 @@ from featherface.eval.prediction_files import write_prediction_folder
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report", "references", "transfer", "pack",
+    "study-table", "report", "references", "transfer", "pack", "attention",
 )
 TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
 
@@ -139,6 +139,38 @@ def test_evaluate_a_model_on_two_images(
 def test_evaluate_needs_predictions_or_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--gt", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "give either --predictions DIR, or --model/--weights or --peer with --images DIR" in capsys.readouterr().err
+
+
+def test_evaluate_with_the_attention_bypassed(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.registry import create_model
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_odconv_ssh", width=16, bifpn_repeats=1))
+    images = _copy_two_val_images(widerface_dir, tmp_path)
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--weights", str(weights), "--images", str(images.parent), "--gt", str(widerface_dir / "val"),
+        "--out", str(out), "--bypass-attention", "--calibration-count", "1", "--quiet",
+    ])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "attention bypassed: 15 ODConv2d attentions fixed to their mean over 1 calibration images" in stdout
+    assert "(2 of the 3226 val images took part)" in stdout
+    record = json.loads((out / "bypass.json").read_text())
+    assert len(record["fixed"]) == 15 and record["identity"] == {} and record["calibration_images"] == 1
+    assert record["calibration_files"] == [str(images / sorted(TWO_VAL_IMAGES)[0])]
+    assert (out / "ap.json").is_file()
+
+
+def test_bypass_attention_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--predictions", str(tmp_path), "--gt", str(tmp_path), "--bypass-attention",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--bypass-attention needs a model of ours" in capsys.readouterr().err
 
 
 def test_validate_with_a_parameter_file(
@@ -277,3 +309,48 @@ def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
     with torch.no_grad():
         for a, b in zip(teacher.eval()(x), student(x)):
             assert torch.allclose(a, b, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- issue 15: evaluate's errors
+
+
+def test_evaluate_refuses_an_unreadable_image_unless_skip_unreadable(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.registry import create_model
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_none", width=16, bifpn_repeats=1))
+    images = _copy_two_val_images(widerface_dir, tmp_path)
+    (images / TWO_VAL_IMAGES[0]).unlink()
+    bad = images / "0_Parade_Parade_0_999.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--weights", str(weights), "--images", str(images.parent), "--gt", str(widerface_dir / "val"),
+            "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"featherface evaluate: error: cannot read the image {bad}" in err
+    assert "leaving it out would change the AP" in err and "pass --skip-unreadable to leave it out" in err
+    assert not (out / "ap.json").exists()
+    assert main(args + ["--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 0--Parade/0_Parade_Parade_0_999.jpg" in captured.err
+    assert "(1 of the 3226 val images took part)" in captured.out
+
+
+def test_unknown_prediction_files_name_the_cli_flag(
+    widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preds = tmp_path / "preds"
+    write_prediction_folder({"0--Parade/0_Parade_marchingband_1_465": np.zeros((0, 5)),
+                             "0--Parade/not_a_val_image": np.zeros((0, 5))}, preds)
+    args = ["evaluate", "--predictions", str(preds), "--gt", str(widerface_dir / "val"), "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 prediction(s) for images not in the ground truth: '0--Parade/not_a_val_image'" in err
+    assert "(pass --ignore-unknown to leave them out)" in err and "unknown='ignore'" not in err
+    assert main(args + ["--ignore-unknown"]) == 0

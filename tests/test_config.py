@@ -203,3 +203,30 @@ def test_default_train_stage_fine_tunes_the_built_in_model() -> None:
     assert params.train.model == checkpoint["model_name"] == params.predict.model
     builtin = [d for d in params.references.detectors if d.weights == "builtin"]
     assert [d.model for d in builtin] == [checkpoint["model_name"]]  # the reference row "before fine-tuning"
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\npredict:\n  long_side: 640\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(info.value) == (f"{path}:4: key 'train.lr' is given twice (lines 2 and 4); YAML would silently keep "
+                               "the last value: keep one of them")
+    section_twice = write(tmp_path, "score:\n  iou_threshold: 0.5\nscore:\n  iou_threshold: 0.7\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml:3: key 'score' is given twice \(lines 1 and 3\)"):
+        load_params(section_twice)
+    # the same key in different sections is fine
+    assert load_params(write(tmp_path, "predict:\n  nms_iou: 0.3\ntrain:\n  lr: 0.2\n")).predict.nms_iou == 0.3
+
+
+def test_dvc_entropy_plot_names_the_trained_model_s_columns() -> None:
+    """dvc.yaml's attention-entropy plot lists metrics.csv columns by name: they must be train.model's."""
+    import yaml
+
+    from featherface.models.registry import create_model
+    from featherface.train.metrics import entropy_columns
+
+    plots = {name: spec for entry in yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["plots"]
+             for name, spec in entry.items()}
+    listed = plots["attention_entropy"]["y"]["results/train/metrics.csv"]
+    model = load_params(PROJECT_ROOT / "params.yaml").train.model
+    assert listed and set(listed) <= set(entropy_columns(create_model(model)))

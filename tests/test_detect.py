@@ -395,3 +395,140 @@ def test_annotated_outputs_show_the_detection(tmp_path: Path, stub: FaceDetector
         b, g, r = picture[20, 12]
         assert g - max(b, r) > 40, picture[20, 12]
         assert np.abs(picture[44, 60] - 128).max() < 10
+
+
+# --- issue 15: nothing is left out without a word ----------------------------------------------------------------
+
+
+def _truncated_avi(path: Path, frames: int = 20, keep: float = 0.55) -> Path:
+    """An MJPG .avi whose header announces ``frames`` frames, cut after ``keep`` of its bytes."""
+    whole = _write_video(path.with_name("whole.avi"), frames=frames, fourcc="MJPG")
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    whole.unlink()
+    return path
+
+
+def test_truncated_video_is_reported(tmp_path: Path, stub: FaceDetector, caplog) -> None:
+    video = _truncated_avi(tmp_path / "cut.avi")
+    with caplog.at_level("WARNING", logger="featherface.detect"):
+        summary = run_detect(stub, [video], tmp_path / "out")
+    (v,) = summary.videos
+    assert 0 < v.frames < 20 and v.expected_frames == 20
+    expected = (f"{video}: decoding stopped after {v.frames} of the 20 frames the file announces (truncated or "
+                f"damaged?); the outputs cover those {v.frames} frames only")
+    assert summary.warnings == [expected] and summary.to_dict()["warnings"] == [expected]
+    assert expected in caplog.text
+    # max_frames stopping early is not a truncation
+    assert run_detect(stub, [video], tmp_path / "out2", max_frames=3).warnings == []
+
+
+def test_video_inside_a_folder_is_named(tmp_path: Path, stub: FaceDetector) -> None:
+    folder = tmp_path / "in"
+    _write_png(folder / "a.png", _color())
+    clip = folder / "sub" / "clip.mp4"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"")  # found by its suffix; never opened
+    summary = run_detect(stub, [folder], tmp_path / "out")
+    assert summary.images == 1 and summary.videos == []
+    assert summary.skipped == {str(clip): detect_mod.VIDEO_IN_FOLDER}
+    assert "name the video itself to process it" in detect_mod.VIDEO_IN_FOLDER
+    only_videos = tmp_path / "videos"
+    only_videos.mkdir()
+    (only_videos / "x.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match=r"no images or videos found .*left out: .*x\.mp4: a video inside a folder"):
+        run_detect(stub, [only_videos], tmp_path / "out2")
+
+
+def test_keep_going_skips_a_missing_path(tmp_path: Path, stub: FaceDetector) -> None:
+    good = _write_png(tmp_path / "good.png", _color())
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        run_detect(stub, [missing, good], tmp_path / "out")
+    summary = run_detect(stub, [missing, good], tmp_path / "out", keep_going=True)
+    assert summary.images == 1 and summary.skipped == {str(missing): f"input not found: {missing}"}
+
+
+def _use_stub_as_builtin(monkeypatch) -> None:
+    """`featherface detect` without --weights gets the one-face stub instead of the built-in weights."""
+    stub = classmethod(lambda cls, device=None, **kw: FaceDetector(OneFaceNet(), device="cpu", **kw))
+    monkeypatch.setattr(FaceDetector, "builtin", stub)
+
+
+def test_cli_keep_going_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from featherface.cli import main
+
+    _use_stub_as_builtin(monkeypatch)
+    good = _write_png(tmp_path / "good.png", _color())
+    missing = tmp_path / "missing.jpg"
+    args = ["detect", str(missing), str(good), "-o", str(tmp_path / "out"), "-q"]
+    assert main(args) == 2
+    assert f"featherface detect: error: input not found: {missing}" in capsys.readouterr().err
+    assert main(args + ["--keep-going"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {missing}: input not found: {missing}" in captured.err and "detect: 1 images" in captured.out
+    assert main(["detect", str(missing), "-o", str(tmp_path / "out"), "--keep-going", "-q"]) == 2
+    assert "no images or videos found" in capsys.readouterr().err
+
+
+def test_cli_prints_the_truncated_video_warning(tmp_path: Path, capsys, monkeypatch) -> None:
+    from featherface.cli import main
+
+    _use_stub_as_builtin(monkeypatch)
+    video = _truncated_avi(tmp_path / "cut.avi")
+    assert main(["detect", str(video), "-o", str(tmp_path / "out"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"  warning: {video}: decoding stopped after" in err and "of the 20 frames" in err
+
+
+def test_write_failure_names_the_file(tmp_path: Path, stub: FaceDetector, monkeypatch) -> None:
+    image = _write_png(tmp_path / "x.png", _color())
+    out = tmp_path / "out"
+
+    def full_disk(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(detect_mod.OutputError) as info:
+        run_detect(stub, [image], out)
+    assert str(info.value) == (f"cannot write {out / 'x.jpg'}: No space left on device. Check the free space and "
+                               f"permissions of {out}, or choose another output folder (-o)")
+    monkeypatch.undo()
+    assert _no_temp_files(out) and not (out / "x.jpg").exists()
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    with pytest.raises(detect_mod.OutputError, match=f"cannot write {blocked}: it is a file, not a folder"):
+        run_detect(stub, [image], blocked)
+
+
+def test_temporary_files_of_a_killed_run_are_removed(tmp_path: Path, stub: FaceDetector) -> None:
+    image = _write_png(tmp_path / "x.png", _color())
+    out = tmp_path / "out"
+    out.mkdir()
+    left = [out / ".x.jpg.ab3_k9zq.tmp", out / ".x.json.00000000.tmp"]
+    unrelated = out / ".x.jpg.notes"  # not a name our writers make: kept
+    for path in (*left, unrelated):
+        path.write_bytes(b"half")
+    run_detect(stub, [image], out)
+    assert not any(p.exists() for p in left) and unrelated.exists()
+    assert (out / "x.jpg").is_file()
+
+
+def test_cli_warns_about_a_large_image(tmp_path: Path, caplog, capsys, monkeypatch) -> None:
+    """The threshold is lowered to 30x30 pixels so that the test needs no 8000x6000 image."""
+    import featherface.images as images_mod
+    from featherface.cli import main
+
+    _use_stub_as_builtin(monkeypatch)
+    monkeypatch.setattr(images_mod, "LARGE_IMAGE_PIXELS", 900)
+    big = _write_png(tmp_path / "big.png", _color(48, 64))
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        assert main(["detect", str(big), str(big.parent), "-o", str(tmp_path / "out"), "-q"]) == 0
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]  # once, naming the file
+    assert warning.startswith(f"{big} is 64x48 (0 megapixels) and runs at its original size")
+    assert "--long-side 1920" in warning
+    assert f"  warning: {big} is 64x48" in capsys.readouterr().err  # the command's own line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featherface.api"):
+        assert main(["detect", str(big), "-o", str(tmp_path / "out2"), "-q", "--long-side", "64"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

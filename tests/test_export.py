@@ -21,11 +21,14 @@ from tests.detection_asserts import assert_same_detections_up_to_ties
 from featherface.images import read_image, to_tensor
 from featherface.models.checkpoints import load_weights
 from featherface.models.registry import create_model
+from featherface.nn.odconv import ODConv2d
 from featherface.onnx_ops import register_deform_conv_symbolic
 from featherface.ops.priors import make_priors
 from featherface.postprocess import detect_from_outputs, face_scores
 
 TINY_NAMES = ("featherface_none", "featherface_cbam", "featherface_odconv")
+#: Further models of the fused (batch-1) export tests: kernel attention at the sites, ODConv / plain SSH.
+FUSED_EXTRA = ("featherface_odconv4", "featherface_odconv_ssh", "featherface_plain_ssh")
 TINY_SIZES = ((1, 64, 96), (3, 97, 61))
 RAW_ATOL = 1e-4
 #: A real WIDER val image with an odd height (369 x 1024), and a second one for the batch.
@@ -159,7 +162,7 @@ def test_deform_conv_symbolic_matches_torchvision(k, stride, padding, dilation, 
 @pytest.mark.parametrize("name", TINY_NAMES)
 def test_onnx_tiny_models_parity_dynamic(name, tiny_models, tmp_path):
     model = tiny_models[name]
-    path = ex.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(64, 96))
+    path = ex.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(64, 96), dynamic_batch=True)
     assert path == tmp_path / f"{name}.onnx" and path.is_file()
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -213,7 +216,8 @@ def test_torchscript_tiny_models_other_sizes(name, tiny_models, tmp_path):
 def test_odconv_export_has_dynamic_batch_without_grouped_conv(tiny_models, tmp_path):
     """The ODConv blocks export their batch-independent formulation: no Conv node with a batch-sized group count."""
     model = tiny_models["featherface_odconv"]
-    path = ex.export_onnx(model, tmp_path / "odconv.onnx", input_size=(32, 32), batch_size=2, check=False)
+    path = ex.export_onnx(model, tmp_path / "odconv.onnx", input_size=(32, 32), batch_size=2, check=False,
+                          dynamic_batch=True)
     proto = onnx.load(str(path))
     assert "MatMul" in {n.op_type for n in proto.graph.node}
     runner = ex.load_exported(path, threads=1)
@@ -222,6 +226,89 @@ def test_odconv_export_has_dynamic_batch_without_grouped_conv(tiny_models, tmp_p
         with torch.no_grad():
             diffs = [(g - e).abs().max() for g, e in zip(runner(x), model(x))]
         assert max(diffs) <= RAW_ATOL
+
+
+@pytest.fixture(scope="module")
+def fused_models(tiny_models) -> dict[str, nn.Module]:
+    """The tiny models plus the per-site-kernel ODConv model and the two SSH variants."""
+    models = dict(tiny_models)
+    for i, name in enumerate(FUSED_EXTRA, start=len(TINY_NAMES)):
+        torch.manual_seed(i)
+        models[name] = randomised(create_model(name, width=16, bifpn_repeats=1), seed=i)
+    return models
+
+
+def _weight_is_computed(proto: onnx.ModelProto, node: onnx.NodeProto) -> bool:
+    """True for a Conv whose weight is a graph value, not an initializer or constant."""
+    constants = {i.name for i in proto.graph.initializer}
+    constants |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return node.input[1] not in constants
+
+
+@pytest.mark.parametrize("name", TINY_NAMES + FUSED_EXTRA)
+def test_onnx_fused_batch1_matches_eager_at_two_sizes(name, fused_models, tmp_path):
+    """The default export (exact rewrites, batch 1, dynamic H and W) against eager PyTorch at two input sizes."""
+    model = fused_models[name]
+    path = ex.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(64, 96))
+    proto = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, "height", "width"]
+    ops = [n.op_type for n in proto.graph.node]
+    deformable = model.config.context_conv == "deformable"
+    assert ops.count("DeformConv") == (15 if deformable else 0)
+    assert "BatchNormalization" not in ops  # folded into the deformable convs and the ODConv kernels
+    odconvs = sum(isinstance(m, ODConv2d) for m in model.modules())
+    computed = [n for n in proto.graph.node if n.op_type == "Conv" and _weight_is_computed(proto, n)]
+    # every ODConv site is one Conv whose kernel is computed (no im2col + MatMul); in an ODConv SSH the five
+    # ODConvs become three Convs (the two on x and the two on r share one)
+    dense = 15 if model.config.context_conv == "odconv" else 0
+    assert len(computed) == odconvs - dense + dense * 3 // 5
+    meta = {p.key: p.value for p in proto.metadata_props}
+    fused = json.loads(meta["featherface.fused"])
+    assert fused["deformable"] == (15 if deformable else 0) and fused["kept"] == []
+    runner = ex.load_exported(path, threads=1)
+    assert runner.fixed_batch == 1
+    for x in inputs_for(((1, 64, 96), (1, 97, 61)), seed=7):
+        with torch.no_grad():
+            eager, got = model(x), runner(x)
+        for e, g in zip(eager, got):
+            assert g.shape == e.shape and (g - e).abs().max() <= RAW_ATOL
+        assert_same_detections(got, eager, x.shape[2], x.shape[3])
+    # a batch runs one sample at a time through the batch-1 file
+    x = inputs_for(((3, 40, 56),), seed=8)[0]
+    with torch.no_grad():
+        assert max((g - e).abs().max() for g, e in zip(runner(x), model(x))) <= RAW_ATOL
+
+
+@pytest.mark.parametrize("name", ["featherface_odconv4", "featherface_odconv_ssh"])
+def test_dynamic_batch_export_of_odconv_models(name, fused_models, tmp_path):
+    """dynamic_batch=True: the batch-independent ODConv graph (no computed-kernel Conv) with the deformable-conv
+    rewrites; batch 1 and 3 at two sizes against eager PyTorch."""
+    model = fused_models[name]
+    path = ex.export_onnx(model, tmp_path / f"{name}.onnx", input_size=(48, 64), dynamic_batch=True)
+    proto = onnx.load(str(path))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not [n for n in proto.graph.node if n.op_type == "Conv" and _weight_is_computed(proto, n)]
+    fused = json.loads({p.key: p.value for p in proto.metadata_props}["featherface.fused"])
+    assert len(fused["kept"]) == (5 if name == "featherface_odconv4" else 15)
+    runner = ex.load_exported(path, threads=1)
+    for x in inputs_for(((1, 48, 64), (3, 61, 37)), seed=9):
+        with torch.no_grad():
+            assert max((g - e).abs().max() for g, e in zip(runner(x), model(x))) <= RAW_ATOL
+
+
+def test_fused_export_is_smaller_than_unfused(fused_models, tmp_path):
+    """fuse=False keeps today's graph (BatchNormalization after each DeformConv, ODConv by MatMul / slices);
+    the fused one has fewer nodes and no BatchNormalization, and both match the eager model."""
+    model = fused_models["featherface_odconv"]
+    plain = onnx.load(str(ex.export_onnx(model, tmp_path / "plain.onnx", input_size=(48, 64), fuse=False)))
+    fused = onnx.load(str(ex.export_onnx(model, tmp_path / "fused.onnx", input_size=(48, 64))))
+    plain_ops = [n.op_type for n in plain.graph.node]
+    fused_ops = [n.op_type for n in fused.graph.node]
+    assert plain_ops.count("BatchNormalization") == 15 + 6  # after each DeformConv, in each ODConv attention branch
+    assert "BatchNormalization" not in fused_ops
+    assert len(fused_ops) < len(plain_ops)
+    assert json.loads({p.key: p.value for p in plain.metadata_props}["featherface.fused"]) is None
 
 
 def test_onnx_metadata_and_opset_20(tiny_models, tmp_path):
@@ -385,3 +472,22 @@ def test_export_pretrained_from_our_checkpoint(suffix, tiny_models, tmp_path):
     json.dumps(summary)  # JSON-ready for the CLI / provenance
     with pytest.raises(FileNotFoundError, match="weights"):
         ex.export_pretrained("featherface_none", tmp_path / "missing.pth", tmp_path / f"x{suffix}")
+
+
+def test_cli_export_options(tiny_models, tmp_path, capsys):
+    """featherface export: the fused batch-1 file by default, --dynamic-batch and --no-fuse give today's graph."""
+    from featherface.cli import main
+    from featherface.models.checkpoints import save_checkpoint
+
+    weights = save_checkpoint(tmp_path / "ckpt.pth", tiny_models["featherface_odconv"])
+    for flags, batch, fused in (([], 1, True), (["--dynamic-batch", "--no-fuse"], "batch", False)):
+        out = tmp_path / f"m{len(flags)}.onnx"
+        assert main(["export", "--weights", str(weights), "--output", str(out), "--input-size", "32", "48",
+                     *flags]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["options"]["fuse"] is fused and max(summary["parity"].values()) <= RAW_ATOL
+        assert (summary["fused"] or {}).get("odconv_sites") == (6 if fused else None)
+        proto = onnx.load(str(out))
+        assert (proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param or
+                proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value) == batch
+        assert ("BatchNormalization" in {n.op_type for n in proto.graph.node}) is not fused

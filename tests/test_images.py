@@ -190,3 +190,48 @@ def test_list_images(tmp_path: Path) -> None:
     assert found == ["a/x.jpeg", "b/1.png", "b/2.JPG", "c.webp", "deep/er/z.bmp"]
     with pytest.raises(FileNotFoundError, match="missing"):
         list_images(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- what users pass by mistake (issue 15)
+
+
+def test_a_folder_is_not_an_image(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is a folder, not an image file: pass its images"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, r"got None instead of an image \(cv2\.imread returns None when it cannot read a file"),
+        (b"\xff\xd8\xff", r"got the bytes of a file, not an image: .*cv2\.imdecode\(np\.frombuffer"),
+        (42, r"expected a numpy array, got int \(or an image path, or a list of images\)"),
+    ],
+)
+def test_as_image_list_refuses_what_is_not_an_image(value: object, message: str) -> None:
+    from featherface.images import as_image_list
+
+    with pytest.raises(ImageError, match=message):
+        as_image_list(value)
+
+
+def test_as_image_list_keeps_singles_and_lists(bgr: np.ndarray, tmp_path: Path) -> None:
+    from featherface.images import as_image_list
+
+    assert as_image_list(bgr)[0] is True and as_image_list(str(tmp_path))[0] is True
+    single, batch = as_image_list(x for x in (bgr, bgr))
+    assert single is False and len(batch) == 2
+    with pytest.raises(ImageError, match="image 1: got None instead of an image"):
+        to_bgr(None, where="image 1")  # type: ignore[arg-type]
+
+
+def test_large_image_warning_threshold() -> None:
+    from featherface.images import LARGE_IMAGE_PIXELS, large_image_warning
+
+    assert large_image_warning(4000, 4000, None) is None  # 16.0 MP: at the limit
+    assert LARGE_IMAGE_PIXELS == 16_000_000
+    message = large_image_warning(6000, 8000, None, where="big.jpg")
+    assert message is not None
+    assert message.startswith("big.jpg is 8000x6000 (48 megapixels) and runs at its original size: expect about 5 GB")
+    assert "long_side=1920 (command line: --long-side 1920)" in message
+    assert large_image_warning(6000, 8000, 1920) is None  # resized: nothing to say

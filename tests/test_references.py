@@ -12,7 +12,7 @@ from featherface.weights import builtin_weights
 
 
 def test_reference_weights_resolve_builtin_relative_and_none(tmp_path: Path) -> None:
-    assert reference_weights(ReferenceDetector(name="b", model="featherface_odconv4", weights="builtin"),
+    assert reference_weights(ReferenceDetector(name="b", model="featherface_odconv_ssh", weights="builtin"),
                              tmp_path) == builtin_weights()
     assert reference_weights(ReferenceDetector(name="v1", model="featherface_v1", weights="w/v1.pth"),
                              tmp_path) == tmp_path / "w" / "v1.pth"
@@ -26,8 +26,10 @@ def test_a_missing_weights_file_is_named(tmp_path: Path) -> None:
 
 
 def test_the_builtin_reference_uses_the_predict_protocol(tmp_path: Path) -> None:
-    detector = build_reference(ReferenceDetector(name="b", model="featherface_odconv4", weights="builtin"),
-                               Params(), tmp_path)
+    import torch
+
+    model = torch.load(builtin_weights(), map_location="cpu", weights_only=False)["model_name"]
+    detector = build_reference(ReferenceDetector(name="b", model=model, weights="builtin"), Params(), tmp_path)
     protocol = Params().predict
     assert detector.settings.score_threshold == protocol.score_threshold
     assert detector.settings.max_detections == protocol.keep_top_k and detector.settings.long_side is None

@@ -346,3 +346,58 @@ def test_main_writes_the_report_and_has_no_record_form(results: Path, capsys: py
     with pytest.raises(SystemExit) as exit_info:  # the provenance-writing 'record' form was removed
         main(["record", "export", "--dir", str(results / "export")])
     assert exit_info.value.code == 2
+
+
+# ------------------------------------------------------------------------------------- attention analysis
+def _sigmoid(mean: float, between: float, entropy: float) -> dict[str, Any]:
+    return {"elements": 9, "mean": [mean] * 9, "std": [between] * 9, "overall_mean": mean, "min": 0.1, "max": 0.9,
+            "between_image_std": between, "between_image_rel": between / mean, "within_image_std": 0.05,
+            "entropy": entropy, "entropy_max": 0.693147}
+
+
+def _attention_summary() -> dict[str, Any]:
+    """What `featherface attention` writes for two modules: one with 4 kernels, one with 2."""
+    def module(name: str, n: int, kernel: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in_channels": 52, "out_channels": 52, "kernel_size": 3, "groups": 52, "kernel_num": n,
+                "stride": 1, "temperature": 1.0,
+                "heads": {"channel": _sigmoid(0.5, 0.05, 0.68), "filter": {"skipped": "depthwise conv"},
+                          "spatial": _sigmoid(0.48, 0.09, 0.66), "kernel": kernel}}
+    four = {"elements": 4, "mean": [0.2, 0.45, 0.2, 0.15], "overall_mean": 0.25, "between_image_std": 0.1,
+            "entropy": 1.15, "entropy_max": math.log(4), "argmax_frequency": [0.0, 0.99, 0.01, 0.0]}
+    two = {"elements": 2, "mean": [0.5, 0.5], "overall_mean": 0.5, "between_image_std": 0.0, "entropy": 0.693,
+           "entropy_max": math.log(2), "argmax_frequency": [1.0, 0.0]}
+    return {"model": "featherface_odconv4", "weights": "w.pt", "images": 10, "long_side": 640, "criterion_nats": 1.0,
+            "modules": [module("attention.p4.conv", 4, four), module("context.0.conv3x3.conv", 2, two)]}
+
+
+def test_attention_analysis_section_only_when_its_output_exists(results: Path) -> None:
+    out = results / "report"
+    text = write_report(results, out).read_text()
+    assert "ODConv attention analysis" not in text and "## 7." not in text  # optional: no "not run" section
+    _dump(results / "attention" / "attention.json", _attention_summary())
+    (results / "attention" / "kernel_selection.png").write_bytes(PNG_MAGIC + b"analysis")
+    _record(results / "attention", "attention", {"attention": {"max_images": 10}}, {"w.pt": "d" * 64})
+    text = write_report(results, out).read_text()
+    section = _section(text, 7)
+    assert section.startswith("\n## 7. ODConv attention analysis")
+    assert "`featherface_odconv4` (weights `w.pt`): 2 ODConv2d modules, 10 images" in section
+    assert ("| `attention.p4.conv` | 52→52, 3, 52, 4 | 0.500 ±0.050 (10.0%); H 0.680 | - | 0.480 ±0.090 (18.8%); "
+            "H 0.660 | 0.200 / 0.450 / 0.200 / 0.150 ±0.100 | 1.150 (max 1.386, 83%) | no | #0 0%, #1 99%, #2 1%, "
+            "#3 0% |") in section
+    assert "| yes (trivially: max ln 2 = 0.693 < 1.0) |" in section
+    assert "![Kernel selection per module](kernel_selection.png)" in section
+    assert (out / "kernel_selection.png").read_bytes() == PNG_MAGIC + b"analysis"  # copied from the analysis
+    assert "*Provenance of `attention`*" in section and "attention: {max_images: 10}" in section
+    assert "| 7. ODConv attention analysis | `attention` | 2 ODConv2d modules, 10 images |" in text
+    assert "## 1. Data verification" in text and "## 6. Latency" in text  # the other sections keep their numbers
+    (results / "attention" / "attention.json").unlink()
+    text = write_report(results, out).read_text()
+    assert "## 7." not in text and not (out / "kernel_selection.png").exists()  # no stale plot
+
+
+def test_malformed_attention_summary_is_named(results: Path) -> None:
+    summary = _attention_summary()
+    del summary["modules"][1]["heads"]["kernel"]["entropy_max"]
+    _dump(results / "attention" / "attention.json", summary)
+    with pytest.raises(ReportError, match=r"attention.json: modules\[1\]: heads.kernel: key 'entropy_max' is missing"):
+        load_results(results)

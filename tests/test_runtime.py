@@ -249,6 +249,50 @@ def test_unreadable_and_missing_onnx(tmp_path):
         rt.OnnxFaceDetector(b"\x00\x01garbage")
 
 
+def test_empty_input_and_onnxruntime_failures_are_named(tmp_path):
+    detector = rt.OnnxFaceDetector(_save(_constant_outputs_model(7), tmp_path / "const.onnx"))
+    with pytest.raises(ValueError, match=r"const\.onnx: the input \(1, 3, 0, 0\) is empty"):
+        detector.forward(np.zeros((1, 3, 0, 0), np.float32))
+
+    class FailingSession:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Invalid input shape: {0,0}\nmore")
+
+    detector.session = FailingSession()
+    with pytest.raises(RuntimeError, match=r"const\.onnx: onnxruntime could not run a 64x48 input \(batch 1\): "
+                                           r"\[ONNXRuntimeError\] : 2 : INVALID_ARGUMENT : Invalid input shape"):
+        detector.forward(np.zeros((1, 3, 64, 48), np.float32))
+    with pytest.raises(rt.ImageError, match=r"got None instead of an image \(cv2\.imread returns None"):
+        detector(None)
+
+
+def test_cuda_fallback_to_cpu_is_reported(tmp_path, monkeypatch, caplog):
+    """onnxruntime runs on the CPU when the CUDA provider is missing; the runtime says so (mocked provider list, so
+    the test behaves the same with or without a GPU)."""
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    class CpuOnly(real):  # type: ignore[misc, valid-type]
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", lambda source, sess_options=None, providers=None:
+                        CpuOnly(source, sess_options=sess_options, providers=["CPUExecutionProvider"]))
+    path = _save(_constant_outputs_model(7), tmp_path / "const.onnx")
+    with caplog.at_level("WARNING", logger="featherface.runtime"):
+        rt.OnnxFaceDetector(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(messages) == 1
+    assert messages[0].startswith(f"{path}: CUDAExecutionProvider asked for but not available; running on "
+                                  "CPUExecutionProvider instead")
+    assert "onnxruntime-gpu" in messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="featherface.runtime"):
+        rt.OnnxFaceDetector(path)  # the CPU was asked for: nothing to report
+    assert not caplog.records
+
+
 # ----------------------------------------------------------------------------- real model (V1 checkpoint)
 
 

@@ -18,7 +18,8 @@ MEETING = "11--Meeting/11_Meeting_Meeting_11_Meeting_Meeting_11_102.jpg"
 def test_builtin_files_are_in_the_package() -> None:
     assert builtin_weights() == WEIGHTS_DIR / BUILTIN_CHECKPOINT
     card = (WEIGHTS_DIR / MODEL_CARD).read_text()
-    for needed in ("WIDER FACE", "Easy", "Medium", "Hard", "licen", "params-study.yaml"):
+    for needed in ("WIDER FACE", "Easy", "Medium", "Hard", "licen", "params-builtin.yaml", "featherface_v1_fork.pth",
+                   "MIT"):
         assert needed in card, f"the model card does not mention {needed!r}"
 
 

@@ -2,7 +2,9 @@
 
 ``images/<event>/<name>.jpg`` -> ``<out>/<event>/<name>.txt``. The folder is built beside its destination and
 renamed into place at the end, so an interrupted run never leaves a half-written prediction set. A corrupt or
-unreadable image is skipped with a warning (and listed in the summary); the run goes on.
+unreadable image is skipped with a warning (and listed in the summary) and the run goes on, or, with
+``skip_unreadable=False`` (what ``featherface evaluate`` does unless ``--skip-unreadable``), stops the run with an
+error naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,23 @@ from featherface.images import ImageError, list_images
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int | None, str], None]
+
+
+class UnreadableImageError(ValueError):
+    """An image that cannot be read while unreadable images are not to be skipped (``skip_unreadable=False``).
+
+    Attributes:
+        path: the image; reason: why it cannot be read. The message says that leaving it out changes the AP.
+    """
+
+    def __init__(self, path: Path, reason: str, hint: str = "pass skip_unreadable=True to leave it out") -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot read the image {path} ({reason}); leaving it out would change the AP "
+                         f"(its faces would not count): fix or remove it, or {hint}")
+
+    def with_hint(self, hint: str) -> UnreadableImageError:
+        """The same error with another last piece of advice (e.g. a command-line flag)."""
+        return UnreadableImageError(self.path, self.reason, hint)
 
 
 @dataclass
@@ -103,6 +122,7 @@ def predict_folder(
     images_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     progress: ProgressCallback | None = None,
+    skip_unreadable: bool = True,
 ) -> PredictSummary:
     """Detect faces in every image under `images_dir` and write one prediction file per image into `out_dir`.
 
@@ -114,10 +134,13 @@ def predict_folder(
         out_dir: the prediction folder to (re)create. An existing one is replaced only once the new set is
             complete, and only when it holds nothing but prediction files (``<event>/*.txt``).
         progress: ``progress(done, total, what)``, called after every image (skipped ones included).
+        skip_unreadable: skip an image that cannot be read (with a warning; listed in the summary). When False,
+            raise :class:`UnreadableImageError` instead (an evaluation should not silently lose images).
 
     Raises:
         FileNotFoundError: `images_dir` does not exist or holds no images.
         ValueError: `out_dir` is (or holds) `images_dir`, or holds files other than prediction files.
+        UnreadableImageError: an image cannot be read and ``skip_unreadable`` is False (nothing is written).
     """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     paths = list_images(images_dir)
@@ -141,6 +164,8 @@ def predict_folder(
                 try:
                     dets = detector(path)
                 except (ImageError, OSError) as err:
+                    if not skip_unreadable:
+                        raise UnreadableImageError(path, str(err)) from err
                     log.warning("skipping %s: %s", path, err)
                     summary.skipped[str(rel)] = str(err)
                 else:

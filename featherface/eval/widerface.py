@@ -513,6 +513,23 @@ def _threshold_index(norm_scores: np.ndarray, thresholds: np.ndarray) -> np.ndar
     return k.astype(np.int64)
 
 
+class UnknownImagesError(PredictionFileError):
+    """Prediction files for images that are not in the ground truth (``unknown="error"``).
+
+    Attributes:
+        problem: what is wrong, without advice; keys: the prediction keys (``event/name``) not in the ground truth.
+    """
+
+    def __init__(self, problem: str, keys: Sequence[str],
+                 hint: str = "pass unknown='ignore' to leave them out") -> None:
+        self.problem, self.keys = problem, list(keys)
+        super().__init__(f"{problem} ({hint})")
+
+    def with_hint(self, hint: str) -> UnknownImagesError:
+        """The same error with another piece of advice (e.g. the command-line flag)."""
+        return UnknownImagesError(self.problem, self.keys, hint)
+
+
 def _collect_predictions(
     preds: Mapping[str, np.ndarray], gt: WiderGroundTruth, unknown: Literal["error", "ignore"]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -543,7 +560,7 @@ def _collect_predictions(
             hints = ", ".join(f"{k!r} is {event_of[k.rpartition('/')[2]]!r}/..." for k in moved)
             message += f" (wrong event folder? {hints})"
         if unknown == "error":
-            raise PredictionFileError(message + " (pass unknown='ignore' to leave them out)")
+            raise UnknownImagesError(message, sorted(strangers))
         log.warning("%s; left out (their scores do not take part in the normalisation)", message)
     known.sort()
     arrays: list[np.ndarray] = []

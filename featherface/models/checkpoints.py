@@ -35,6 +35,7 @@ from torch import nn
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "LoadReport",
     "build_model_from_checkpoint",
     "convert_fork_state_dict",
@@ -45,6 +46,7 @@ __all__ = [
     "load_state_dict_checked",
     "load_weights",
     "read_checkpoint",
+    "describe_unreadable",
     "save_checkpoint",
 ]
 
@@ -95,11 +97,109 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise FileNotFoundError(f"checkpoint not found: {p}")
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint path is not a file: {p}")
+    import warnings
+
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a pickle file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({type(err).__name__}: {first})") from err
+        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint: {describe_unreadable(p, err)}") from err
+
+
+#: How a file starts -> what it is (for messages about files that are not checkpoints).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL_BYTE = 0x80
+#: Field tags that may follow an ONNX ModelProto's leading ``ir_version`` (field 1): producer name, version,
+#: domain, model version, doc string, graph, opset imports, metadata.
+_ONNX_SECOND_FIELDS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+
+
+def _looks_like_onnx(head: bytes, path: Path) -> bool:
+    """An ONNX file: the ``.onnx`` suffix, or a protobuf that starts with a small ``ir_version``."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    return len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 32 and head[2] in _ONNX_SECOND_FIELDS
+
+
+def _pickle_globals(path: Path, limit: int = 3) -> list[str]:
+    """The first ``module.name`` globals a plain pickle file imports (read with :mod:`pickletools`, which never
+    runs the file); empty when it cannot be parsed."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as handle:
+            for opcode, arg, _ in pickletools.genops(handle):
+                if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                    strings.append(str(arg))
+                elif opcode.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if len(found) >= limit:
+                    break
+    except Exception:  # a damaged pickle: say what could be read
+        pass
+    return found
+
+
+def _blocked_global(message: str) -> str | None:
+    """The Python object torch's safe loader refused (``posix.system``), from its error message."""
+    match = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def describe_unreadable(path: str | os.PathLike[str], error: BaseException | None = None) -> str:
+    """What a file that ``torch.load(weights_only=True)`` refused is, and what to do about it.
+
+    Never suggests loading it unsafely: a file that holds Python objects other than tensors is refused because
+    loading it could run code.
+    """
+    p = Path(path)
+    with open(p, "rb") as handle:
+        head = handle.read(16)
+    message = str(error or "")
+    code = ("it holds Python objects other than tensors and plain data{found}, and loading such a file can run "
+            "arbitrary code, so it is refused. Use a checkpoint written by featherface (save_checkpoint) or a state "
+            "dict of tensors (torch.save(model.state_dict(), path))")
+    if not head:
+        return "the file is empty (0 bytes): an interrupted download or copy? Fetch it again"
+    if head.startswith(_ZIP_MAGIC):
+        blocked = _blocked_global(message)
+        if blocked:
+            return "a PyTorch file, but " + code.format(found=f" ({blocked})")
+        if "central directory" in message or "zip archive" in message:
+            return ("a damaged or truncated PyTorch file (its zip archive is incomplete): an interrupted download, "
+                    "copy or save? Fetch or save it again")
+        return f"a zip file that is not a readable PyTorch checkpoint ({_torch_reason(message)})"
+    if head[0] == _PICKLE_PROTOCOL_BYTE:
+        found = _pickle_globals(p) or ([_blocked_global(message)] if _blocked_global(message) else [])
+        if found:
+            return "a Python pickle: " + code.format(found=f" (it imports {', '.join(found)})")
+        return (f"a Python pickle (or an old-format PyTorch file) that cannot be read safely "
+                f"({_torch_reason(message)}): damaged, or not a checkpoint")
+    if _looks_like_onnx(head, p):
+        return ("it is an ONNX model: run it with featherface.runtime.OnnxFaceDetector, or "
+                "`featherface evaluate --peer featherface_onnx --weights FILE`")
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"a text file (it starts with {head.decode('ascii', 'replace')!r}), not a PyTorch checkpoint"
+    return (f"unrecognised content (it starts with the bytes {head[:8].hex(' ')}): not a file written by "
+            "torch.save; check the path")
+
+
+#: Lines of torch's loader messages that are advice about its own options, not about the file.
+_TORCH_BOILERPLATE = ("weights_only", "weights only", "please file an issue", "check the documentation")
+
+
+def _torch_reason(message: str) -> str:
+    """The specific reason in a torch loading error, without its advice about turning off safe loading."""
+    for line in message.splitlines():
+        line = line.strip().rstrip(":")
+        if line and not any(phrase in line.lower() for phrase in _TORCH_BOILERPLATE):
+            return line
+    return "unreadable"
 
 
 def _is_tensor_mapping(obj: Any) -> bool:
@@ -157,22 +257,64 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, /, **extra: 
     }
     payload.update(extra)
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as err:
+        raise CheckpointWriteError(dest, err) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, dest)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, CheckpointWriteError):
+            raise CheckpointWriteError(dest, err) from err
         raise
     log.info("saved checkpoint %s", dest)
     return dest
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (full disk, file size limit, permissions). The message names the
+    file, the reason and says that an older file of that name is unchanged. Attribute ``path``: the destination."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        reason = _write_failure_reason(error)
+        kept = f"the previous {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
+        super().__init__(getattr(error, "errno", None) or 0,
+                         f"cannot write the checkpoint {path}: {reason}; {kept}. Free some space or choose "
+                         "another output folder")
+        self.path = path
+        #: more advice added by the caller (e.g. the trainer: what last.pt holds and how to continue).
+        self.advice: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.strerror}. {self.advice}" if self.advice else f"{self.strerror}, then run again"
+
+
+def _write_failure_reason(error: BaseException) -> str:
+    """A short reason for a failed write: the OS error, or torch's zip writer error without its C++ location."""
+    import errno as errno_codes
+
+    code = getattr(error, "errno", None)
+    if code == errno_codes.ENOSPC:
+        return "no space left on the device"
+    if code == errno_codes.EFBIG:
+        return "file too large (a file size limit, see `ulimit -f`)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    raw = str(error)
+    text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", raw).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    if "inline_container" in raw or "PytorchStreamWriter" in raw or "file write failed" in raw:
+        return f"the file could not be written completely ({text}; a full disk, or a file size limit set by ulimit -f)"
+    return text
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -323,10 +465,27 @@ def load_state_dict_checked(
         if mismatched:
             message += _listing("shape mismatches", mismatched)
         raise CheckpointError(message)
+    _check_finite(state_dict, source)
     model.load_state_dict(dict(state_dict), strict=False)
     report = LoadReport(source=source, loaded=list(state_dict))
     report.not_loaded = [k for k in target if k not in state_dict]
     return report
+
+
+def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: a model with them detects nothing, silently.
+
+    Raises:
+        CheckpointError: naming ``source`` and the first broken tensors.
+    """
+    broken = [k for k, v in state_dict.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{source}: the weights hold NaN or infinite values, so the model would detect nothing"
+            + _listing("non-finite tensors", broken)
+            + "\n  Saved from a diverged training run? Use an earlier checkpoint (e.g. last.pt of a finished epoch)."
+        )
 
 
 # ----------------------------------------------------------------------------------------------

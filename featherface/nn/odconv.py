@@ -37,6 +37,11 @@ Improvements over the official module:
 * The per-sample convolution has two formulations (see :meth:`ODConv2d.forward`): a batch-folded grouped
   conv (eager, fastest in PyTorch) and an im2col + batched matmul one whose graph does not depend on the
   batch size, used automatically while tracing / exporting, so ONNX export keeps a dynamic batch axis.
+
+Fixed attentions (:meth:`ODConv2d.fix_attentions`): the four attentions can be replaced by constants, e.g.
+their mean over a set of images; the module is then a static convolution with the kernel
+``a_f a_c a_s sum_i a_w[i] W_i`` built from those constants (used to evaluate a model with its attention
+bypassed, :mod:`featherface.analysis.bypass`). Off by default; not part of the state dict.
 """
 
 from __future__ import annotations
@@ -269,6 +274,8 @@ class ODConv2d(nn.Module):
     runs the static conv on ``x * a_c`` and multiplies by ``a_f`` (cheaper than per-sample kernels).
     """
 
+    _fixed: _Logits | None = None  # constant attentions of fix_attentions (a class default: None = dynamic)
+
     def __init__(
         self,
         in_channels: int,
@@ -392,11 +399,72 @@ class ODConv2d(nn.Module):
         noise = (noise - noise.mean(dim=0, keepdim=True)) * (kernel_noise * float(scaled.std()))
         self.weight.copy_(scaled.unsqueeze(0) + noise)
 
+    # ----------------------------------------------------------------------------------- fixed attentions
+    @property
+    def attentions_fixed(self) -> bool:
+        """True while :meth:`fix_attentions` holds constant attentions (the module is a static conv)."""
+        return self._fixed is not None
+
+    @torch.no_grad()
+    def fix_attentions(self, attentions: ODConvAttentions | None) -> None:
+        """Use constant attentions instead of the input-dependent ones; ``None`` restores the dynamic module.
+
+        While fixed, every sample gets the same kernel ``a_f[o] a_c[i] a_s sum_j a_w[j] W_j`` built from the
+        given values, so :meth:`forward` runs one static convolution and the attention branch is not evaluated;
+        :meth:`attentions` and :meth:`sample_weights` report the fixed values (expanded to the batch). Fixing
+        the attentions to those of one image reproduces that image's output. The values are a plain attribute,
+        not buffers: they are not saved with the state dict and follow the input's device and dtype.
+
+        Args:
+            attentions: one set of attentions, each with the element count of :meth:`attentions` for one sample
+                (channel Cin, filter Cout, spatial k*k, kernel n; hidden A or empty), e.g. the shapes of
+                ``attentions(x)`` with B = 1 or the mean over images. Heads the module skips are ignored
+                (their value is 1 by definition).
+
+        Raises:
+            ValueError: a head with the wrong number of elements, or a non-finite value.
+        """
+        if attentions is None:
+            self._fixed = None
+            return
+        branch = self.attention
+        sizes = {"channel": self.in_channels, "filter": self.out_channels,
+                 "spatial": self.kernel_size * self.kernel_size, "kernel": self.kernel_num}
+        present = {"channel": True, "filter": branch.filter_fc is not None,
+                   "spatial": branch.spatial_fc is not None, "kernel": branch.kernel_fc is not None}
+        flat: dict[str, torch.Tensor | None] = {}
+        for kind, size in sizes.items():
+            value = getattr(attentions, kind)
+            if not present[kind]:
+                flat[kind] = None
+                continue
+            value = torch.as_tensor(value, dtype=self.weight.dtype, device=self.weight.device).detach()
+            if value.numel() != size:
+                raise ValueError(f"ODConv2d.fix_attentions: {kind} attention has {value.numel()} elements, "
+                                 f"expected {size} ({kind} of one sample)")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"ODConv2d.fix_attentions: {kind} attention has non-finite values")
+            flat[kind] = value.reshape(1, size).clone()
+        hidden = self.weight.new_zeros(0) if attentions.hidden is None else attentions.hidden
+        hidden = torch.as_tensor(hidden, dtype=self.weight.dtype, device=self.weight.device)
+        channel = flat["channel"]
+        assert channel is not None  # the channel head is never skipped
+        self._fixed = _Logits(channel, flat["filter"], flat["spatial"], flat["kernel"],
+                              hidden.detach().reshape(1, -1, 1, 1).clone())
+
+    def _logits(self, x: torch.Tensor) -> _Logits:
+        """The attentions for x: the fixed ones expanded to the batch, else the attention branch's."""
+        fixed = self._fixed
+        if fixed is None:
+            return self.attention.logits(x)
+        b = x.shape[0]
+        return _Logits(*(None if t is None else t.to(device=x.device).expand(b, *t.shape[1:]) for t in fixed))
+
     # ------------------------------------------------------------------------------------------ attentions
     def attentions(self, x: torch.Tensor) -> ODConvAttentions:
         """The four attentions and the hidden features for x (B, Cin, H, W), official shapes, ones if skipped."""
         self._check_input(x)
-        a = self.attention.logits(x)
+        a = self._logits(x)
         b = x.shape[0]
         k = self.kernel_size
         ones = a.channel.new_ones
@@ -424,7 +492,7 @@ class ODConv2d(nn.Module):
         ``F.conv2d(x[b:b+1], sample_weights(x)[b], ...)`` equals ``forward(x)[b:b+1]``.
         """
         self._check_input(x)
-        return self._fold(self.attention.logits(x))
+        return self._fold(self._logits(x))
 
     def _fold(self, a: _Logits) -> torch.Tensor:
         """Fold the attentions into the kernels: (B, Cout, Cin/g, k, k) = a_f[o] a_c[i] a_s sum_i a_w[i] W_i."""
@@ -450,9 +518,14 @@ class ODConv2d(nn.Module):
 
         Paths: k = 1 and n = 1 -> static conv on ``x * a_c``, times ``a_f``; otherwise the attentions are
         folded into per-sample kernels (:meth:`sample_weights`) and applied with the grouped
-        (eager) or the matmul (tracing / export, or ``conv_impl="matmul"``) formulation.
+        (eager) or the matmul (tracing / export, or ``conv_impl="matmul"``) formulation. With fixed
+        attentions (:meth:`fix_attentions`): one static conv with the kernel folded from them.
         """
         self._check_input(x)
+        fixed = self._fixed
+        if fixed is not None:
+            w = self._fold(_Logits(*(None if t is None else t.to(device=x.device) for t in fixed)))[0]
+            return F.conv2d(x, w.to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
         a = self.attention.logits(x)
         if self.is_static:
             y = F.conv2d(x * a.channel[:, :, None, None], self.weight[0], None, self.stride, self.padding,
@@ -513,7 +586,8 @@ class ODConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"kernel_num={self.kernel_num}, conv_impl={self.conv_impl!r}")
+                f"kernel_num={self.kernel_num}, conv_impl={self.conv_impl!r}"
+                + (", attentions fixed" if self._fixed is not None else ""))
 
 
 def _check_temperature(temperature: float) -> None:

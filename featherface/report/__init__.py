@@ -16,6 +16,8 @@ Accuracy                       ``predict/summary.json``,       Easy / Medium / H
                                ``references/references.json``  detectors' AP on the same images
 Export parity                  ``export/summary.json``         max |exported - eager| per output
 Latency                        ``benchmark/latency.json``      the benchmark stage's latency table
+ODConv attention analysis      ``attention/attention.json``    ``featherface attention``'s table and plots; the
+                                                               section is left out when the file is absent
 =============================  ==============================  =================================================
 
 Every section ends with the provenance of the stages behind it (their ``provenance.json``). Entry points:

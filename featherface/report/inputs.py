@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 __all__ = [
+    "OPTIONAL_STAGES",
     "SETTINGS",
     "STAGE_FILES",
     "ReportError",
@@ -42,7 +43,10 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
     "references": ("references.json",),
     "export": ("summary.json",),
     "benchmark": ("latency.json",),
+    "attention": ("attention.json",),
 }
+#: Stages whose report section is left out when they have not run (no "not run" section): optional analyses.
+OPTIONAL_STAGES: tuple[str, ...] = ("attention",)
 #: The WIDER FACE difficulty settings, in report order.
 SETTINGS: tuple[str, ...] = ("easy", "medium", "hard")
 
@@ -301,6 +305,31 @@ def _parse_benchmark(data: Any, path: Path) -> dict[str, Any]:
     }
 
 
+def _parse_attention(data: Any, path: Path) -> dict[str, Any]:
+    """``featherface attention``'s summary, checked where the report reads it; returned whole as ``summary``."""
+    where = str(path)
+    data = _mapping(data, where)
+    _get(data, "images", int, where)
+    for i, module in enumerate(_get(data, "modules", list, where)):
+        at = f"{where}: modules[{i}]"
+        module = _mapping(module, at)
+        _get(module, "name", str, at)
+        for key in ("in_channels", "out_channels", "kernel_size", "groups", "kernel_num"):
+            _get(module, key, int, at)
+        heads = _get(module, "heads", dict, at)
+        for head in ("channel", "filter", "spatial", "kernel"):
+            stats = _mapping(_get(heads, head, dict, f"{at}: heads"), f"{at}: heads.{head}")
+            if "skipped" in stats:
+                continue
+            h_at = f"{at}: heads.{head}"
+            for key in ("overall_mean", "between_image_std", "entropy", "entropy_max"):
+                _get(stats, key, _NUM, h_at)
+            _get(stats, "mean", list, h_at)
+            if head == "kernel":
+                _get(stats, "argmax_frequency", list, h_at)
+    return {"summary": data, "images": data["images"], "modules": [m["name"] for m in data["modules"]]}
+
+
 def _parse_provenance(data: Any, path: Path) -> dict[str, Any]:
     where = str(path)
     data = _mapping(data, where)
@@ -333,6 +362,7 @@ _PARSERS: dict[tuple[str, str], tuple[Callable[[Path], Any], Callable[[Any, Path
     ("references", "references.json"): (read_json, _parse_references),
     ("export", "summary.json"): (read_json, _parse_export),
     ("benchmark", "latency.json"): (read_json, _parse_benchmark),
+    ("attention", "attention.json"): (read_json, _parse_attention),
 }
 
 

@@ -1,8 +1,8 @@
 """The report's plots: matplotlib on an Agg canvas (no pyplot state), written as PNG files atomically.
 
 :func:`draw_plots` draws what the stage outputs allow (training loss terms and ODConv attention entropies from
-``train/metrics.csv``; the PR curves are the score stage's ``pr_curves.png``, copied) and deletes plots
-of earlier runs that cannot be drawn now.
+``train/metrics.csv``; the PR curves are the score stage's ``pr_curves.png`` and the attention analysis's plots
+those of ``featherface attention``, copied) and deletes plots of earlier runs that cannot be drawn now.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from featherface.analysis.render import ATTENTION_PLOT_FILES
 from featherface.report.inputs import Stage, entropy_columns
 
 __all__ = ["LOSS_COLUMNS", "PLOT_FILES", "draw_plots", "plot_attention_entropy", "plot_training_curves"]
@@ -146,7 +147,17 @@ def draw_plots(stages: Mapping[str, Stage], out_dir: str | os.PathLike[str]) -> 
             out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(score.directory / "pr_curves.png", out / PLOT_FILES["pr_curves"])
             drawn["pr_curves"] = PLOT_FILES["pr_curves"]
+    attention = stages.get("attention")
+    if attention is not None and attention.ran:  # drawn by `featherface attention`
+        for key, file_name in ATTENTION_PLOT_FILES.items():
+            if (attention.directory / file_name).is_file():
+                out.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(attention.directory / file_name, out / file_name)
+                drawn[f"attention.{key}"] = file_name
     for key, file_name in PLOT_FILES.items():
         if key not in drawn:
+            (out / file_name).unlink(missing_ok=True)
+    for key, file_name in ATTENTION_PLOT_FILES.items():
+        if f"attention.{key}" not in drawn:
             (out / file_name).unlink(missing_ok=True)
     return drawn

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from featherface.report.inputs import SETTINGS, STAGE_FILES, Stage, entropy_columns, predict_model
+from featherface.analysis.render import TABLE_LEGEND, attention_table, criterion_note, run_description
+from featherface.report.inputs import OPTIONAL_STAGES, SETTINGS, STAGE_FILES, Stage, entropy_columns, predict_model
 
 __all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "percent", "render_markdown", "render_provenance"]
 
@@ -381,11 +382,30 @@ def _section_benchmark(stages: Mapping[str, Stage], plots: Mapping[str, str], ro
     return lines
 
 
+def _section_attention(stages: Mapping[str, Stage], plots: Mapping[str, str], root: Path | None) -> list[str]:
+    stage = stages["attention"]
+    if not stage.ran:
+        return _not_run(stage, root)
+    summary = stage.main()["summary"]
+    lines = [run_description(summary), "", TABLE_LEGEND, "", *attention_table(summary), "", *criterion_note(summary)]
+    for key, caption in (("distributions", "Attention values per module"),
+                         ("kernel_selection", "Kernel selection per module"),
+                         ("spatial_maps", "Mean spatial attention per module")):
+        if f"attention.{key}" in plots:  # copied by draw_plots from the analysis folder
+            lines += ["", f"![{caption}]({plots[f'attention.{key}']})"]
+    return lines
+
+
 @dataclass(frozen=True)
 class _Section:
     title: str
     stages: tuple[str, ...]
     body: Callable[[Mapping[str, Stage], Mapping[str, str], Path | None], list[str]]
+
+    def shown(self, stages: Mapping[str, Stage]) -> bool:
+        """Every section is shown, except one of optional stages none of which has run."""
+        optional = all(name in OPTIONAL_STAGES for name in self.stages)
+        return not optional or any(stages[name].ran for name in self.stages)
 
 
 _SECTIONS: tuple[_Section, ...] = (
@@ -395,6 +415,7 @@ _SECTIONS: tuple[_Section, ...] = (
     _Section("Accuracy on WIDER FACE val", ("predict", "score", "references"), _section_accuracy),
     _Section("Export parity", ("export",), _section_export),
     _Section("Latency", ("benchmark",), _section_benchmark),
+    _Section("ODConv attention analysis", ("attention",), _section_attention),
 )
 
 
@@ -418,6 +439,8 @@ def _status(stage: Stage) -> str:
         return f"{len(data['latencies'])} latencies"
     if stage.name == "references":
         return f"{len(data['detectors'])} detectors"
+    if stage.name == "attention":
+        return f"{len(data['modules'])} ODConv2d modules, {data['images']} images"
     return "recorded"
 
 
@@ -450,8 +473,9 @@ def render_markdown(stages: Mapping[str, Stage], plots: Mapping[str, str] | None
         lines += [" ".join(meta), ""]
     lines += ["Every section names the stage, the parameters and the input checksums that produced its numbers "
               "(from the stage's `provenance.json`).", ""]
+    sections = [section for section in _SECTIONS if section.shown(stages)]
     overview = []
-    for i, section in enumerate(_SECTIONS, start=1):
+    for i, section in enumerate(sections, start=1):
         for name in section.stages:
             stage = stages[name]
             record = stage.provenance or {}
@@ -460,7 +484,7 @@ def render_markdown(stages: Mapping[str, Stage], plots: Mapping[str, str] | None
                              "n/a" if not commit else f"`{commit[:10]}`" + (" (dirty)" if record.get("git_dirty")
                                                                            else "")))
     lines += _table(["section", "stage", "status", "created", "commit"], overview)
-    for i, section in enumerate(_SECTIONS, start=1):
+    for i, section in enumerate(sections, start=1):
         lines += ["", f"## {i}. {section.title}", ""]
         lines += section.body(stages, plots, root_path)
         for name in section.stages:

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", nargs="?", const="strict", default=None, choices=("strict", "auto"),
                    help="continue from <out>/last.pt when it exists (strict: refuse one written with other settings); "
                    "auto: continue a compatible one, else keep it as last.stale-<time>.pt and start afresh")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in an --out folder that holds a run (its files are kept as "
+                        "<name>.stale-<time>.<ext>; without it such a folder is refused)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -52,10 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     progress = TqdmProgress(enabled=not args.quiet and env.is_main)
     try:
-        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress)
+        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
+                             overwrite=args.overwrite)
     except (ConfigError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"train: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except (OSError, ValueError, RuntimeError) as err:  # e.g. a checkpoint that cannot be written (full disk)
+        print(f"train: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
+        progress.close()
+        print(f"train: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         progress.close()
     if env.is_main:

@@ -53,6 +53,7 @@ from featherface.config import ConfigError, Params, from_dict, resolve_path, to_
 from featherface.loss import MultiBoxLoss
 from featherface.models.checkpoints import (
     CheckpointError,
+    CheckpointWriteError,
     load_checkpoint,
     load_state_dict_checked,
     load_trained_model,
@@ -66,6 +67,8 @@ from featherface.train.config import RESUME_TOLERATED_KEYS, TrainConfig
 from featherface.train.distill import Distiller
 from featherface.train.distributed import DistEnv
 from featherface.train.metrics import BASE_COLUMNS, MetricsLog, attention_entropies
+from featherface.train.faults import TrainingInterrupted, loader_worker_error, resume_advice
+from featherface.train.run_folder import RunFolderLock, prepare_run_folder
 from featherface.train.schedule import LRSchedule, TemperatureSchedule
 
 __all__ = [
@@ -267,7 +270,7 @@ def build_dataset(config: TrainConfig, train_dir: str | Path, label_file: str | 
     from featherface.data.dataset import WiderTrainDataset
     from featherface.data.transforms import TrainTransform
 
-    transform = TrainTransform(image_size=config.image_size)
+    transform = TrainTransform(image_size=config.image_size, scales=tuple(config.crop_scales))
     dataset: Dataset = WiderTrainDataset(train_dir, label_file, transform, min_face_px=config.min_face_px,
                                          seed=config.seed)
     if extra_dirs:
@@ -528,24 +531,42 @@ class Trainer:
         Raises:
             NonFiniteLossError: a loss term became NaN / inf.
             ConfigError: resuming a ``last.pt`` written with a different configuration.
+            TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``); the message says what ``last.pt`` holds.
+            CheckpointWriteError: a checkpoint could not be written (full disk); the message names it and says
+                what ``last.pt`` holds.
         """
         cfg, env = self.config, self.env
         run = self._setup(resume)
         log.info("training %s for epochs %d..%d: %d steps per epoch, batch %d x %d process(es), %s on %s%s",
                  cfg.model, run.start_epoch + 1, cfg.epochs, run.steps_per_epoch, cfg.batch_size, env.world_size,
                  cfg.optimizer, self.device, f", amp {cfg.amp_dtype}" if run.use_amp else "")
-        for epoch in range(run.start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            totals = self._train_epoch(run, epoch)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self._end_epoch(run, epoch, totals, time.perf_counter() - t0)
-        if run.distiller is not None:
-            run.distiller.close()
-        if env.is_main:
-            save_checkpoint(self.final_path, run.model, kind="final", train_config=to_dict(cfg), model_name=cfg.model,
-                            epoch=cfg.epochs)
-            log.info("final model: %s", self.final_path)
+        self._saved_epoch = run.start_epoch  # the epochs last.pt holds (0: none written by this run)
+        epoch = run.start_epoch
+        try:
+            for epoch in range(run.start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                totals = self._train_epoch(run, epoch)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                self._end_epoch(run, epoch, totals, time.perf_counter() - t0)
+            if run.distiller is not None:
+                run.distiller.close()
+            if env.is_main:
+                save_checkpoint(self.final_path, run.model, kind="final", train_config=to_dict(cfg),
+                                model_name=cfg.model, epoch=cfg.epochs)
+                log.info("final model: %s", self.final_path)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}/{cfg.epochs}; "
+                                      f"{resume_advice(self.last_path, self._saved_epoch)}") from None
+        except CheckpointWriteError as err:
+            err.advice = f"Training stopped in epoch {epoch + 1}/{cfg.epochs}; " + resume_advice(
+                self.last_path, self._saved_epoch)
+            raise
+        except RuntimeError as err:
+            worker = loader_worker_error(err, f"in epoch {epoch + 1}/{cfg.epochs}")
+            if worker is None:
+                raise
+            raise type(worker)(f"{worker}. {resume_advice(self.last_path, self._saved_epoch)}") from err
         distributed.barrier(env)
         return self.final_path
 
@@ -785,6 +806,7 @@ class Trainer:
                   "world_size": self.env.world_size},
             wall_s=run.wall_s,
         )
+        self._saved_epoch = epoch
 
     def _read_resume_state(self) -> dict[str, Any] | None:
         """``last.pt`` checked against the current config, or None (with a log line) when there is none."""
@@ -843,21 +865,12 @@ def train_dir_of(params: Params, config: TrainConfig, base: str | Path) -> Path:
 
 
 def set_aside_stale_run(out_dir: str | Path) -> list[Path]:
-    """Rename ``last.pt`` and ``metrics.csv`` of ``out_dir`` to ``last.stale-<UTC time>.pt`` / ``metrics.stale-<UTC
-    time>.csv`` (nothing is deleted); returns the new paths."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = []
-    for name in ("last.pt", "metrics.csv"):
-        path = Path(out_dir) / name
-        if path.is_file():
-            target = path.with_name(f"{path.stem}.stale-{stamp}{path.suffix}")
-            copy = 1
-            while target.exists():  # never overwrite an earlier stale file
-                copy += 1
-                target = path.with_name(f"{path.stem}.stale-{stamp}-{copy}{path.suffix}")
-            path.rename(target)
-            moved.append(target)
-    return moved
+    """Rename ``last.pt``, ``metrics.csv``, ``final.pt`` and ``provenance.json`` of ``out_dir`` to
+    ``last.stale-<UTC time>.pt``, ``metrics.stale-<UTC time>.csv``, ... (nothing is deleted, an earlier stale file
+    is never overwritten), so that no file of the old run passes for the new run's; returns the new paths."""
+    from featherface.train.run_folder import set_aside
+
+    return set_aside(out_dir)
 
 
 def run_training(
@@ -866,6 +879,7 @@ def run_training(
     out_dir: str | Path | None = None,
     resume: bool | str = False,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train as ``params.yaml``'s ``train:`` section says; what ``featherface train`` and
     ``python -m featherface.train`` run. Under ``torchrun`` it joins the process group (DDP) and leaves it.
@@ -879,9 +893,17 @@ def run_training(
             otherwise sets it aside (:func:`set_aside_stale_run`) and starts afresh (what the pipeline's train
             stage does); ``False`` starts afresh.
         progress: ``progress(done, total, what)`` (rank 0 only).
+        overwrite: let a fresh run replace an earlier run in ``out_dir``; its files are set aside
+            (:func:`set_aside_stale_run`), never deleted. Without it, a fresh run into a folder holding
+            ``last.pt``, ``metrics.csv`` or ``final.pt`` is refused (``resume="auto"`` sets them aside instead).
 
     Returns:
         ``<out_dir>/final.pt``. Rank 0 also writes ``<out_dir>/provenance.json``.
+
+    Raises:
+        RunFolderError: ``out_dir`` holds a run that a fresh start would overwrite (see ``overwrite``).
+        RunFolderBusyError: another run is training into ``out_dir`` (an exclusive lock on ``<out_dir>/.lock``).
+        TrainingInterrupted: Ctrl-C; the message says what ``last.pt`` holds and how to continue.
     """
     from featherface.provenance import code_version
 
@@ -892,24 +914,38 @@ def run_training(
     out = Path(out_dir) if out_dir is not None else base / "results" / "train"
     env = distributed.detect()
     device = select_device(config, env)
-    distributed.init(env, device)
+    lock = RunFolderLock(out).acquire() if env.is_main else None  # rank 0 writes the folder, rank 0 locks it
+    try:
+        if env.is_main:
+            prepare_run_folder(out, resume, overwrite)
+        distributed.init(env, device)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     try:
         train_dir = train_dir_of(params, config, base)
         extra_dirs = [resolve_path(d, base) for d in config.extra_train_dirs]
         dataset = build_dataset(config, train_dir, extra_dirs=extra_dirs)
         trainer = Trainer(config, out, dataset, weights_base=base, env=env, device=device, progress=progress)
-        if resume == "auto":
-            try:
-                final = trainer.fit(resume=True)
-            except ResumeMismatchError as err:
-                if env.is_main:
-                    moved = set_aside_stale_run(out)
-                    log.warning("%s; starting afresh (the old files are kept as %s)", err,
-                                ", ".join(str(p) for p in moved))
-                distributed.barrier(env)
-                final = trainer.fit(resume=False)
-        else:
-            final = trainer.fit(resume=bool(resume))
+        try:
+            if resume == "auto":
+                try:
+                    final = trainer.fit(resume=True)
+                except ResumeMismatchError as err:
+                    if env.is_main:
+                        moved = set_aside_stale_run(out)
+                        log.warning("%s; starting afresh (the old files are kept as %s)", err,
+                                    ", ".join(str(p) for p in moved))
+                    distributed.barrier(env)
+                    final = trainer.fit(resume=False)
+            else:
+                final = trainer.fit(resume=bool(resume))
+        except CheckpointError as err:
+            if not str(err).startswith(str(trainer.last_path)):
+                raise
+            raise CheckpointError(f"{err}. To start afresh instead, pass --overwrite without --resume (the old "
+                                  "files are kept as <name>.stale-<time>.<ext>)") from err
         if env.is_main:
             from featherface.provenance import hardware_description, write_record
 
@@ -933,3 +969,5 @@ def run_training(
         return final
     finally:
         distributed.cleanup()
+        if lock is not None:
+            lock.release()

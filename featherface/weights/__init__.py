@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["BUILTIN_CHECKPOINT", "MODEL_CARD", "builtin_weights"]
 
 #: File names inside this package folder.
-BUILTIN_CHECKPOINT = "featherface_wider640.pt"
+BUILTIN_CHECKPOINT = "featherface_odconv_ssh.pt"
 MODEL_CARD = "MODEL_CARD.md"
 
 

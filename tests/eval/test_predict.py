@@ -151,3 +151,32 @@ def test_summary_without_images() -> None:
     summary = PredictSummary()
     assert np.isnan(summary.seconds_per_image)
     assert summary.to_dict()["seconds_per_image"] is None
+
+
+def test_unreadable_image_is_an_error_unless_skipping_is_asked_for(tmp_path: Path) -> None:
+    """Issue 15: an evaluation must not lose an image silently (a stub detector that only decodes the image)."""
+    from featherface.eval.predict import UnreadableImageError
+    from featherface.images import read_image
+
+    class NoFaces:
+        def to_wider_rows(self) -> np.ndarray:
+            return np.zeros((0, 5))
+
+    def decode_only(path: Path) -> NoFaces:
+        read_image(path)
+        return NoFaces()
+
+    root = tmp_path / "images" / "0--Parade"
+    root.mkdir(parents=True)
+    assert __import__("cv2").imwrite(str(root / "good.png"), np.zeros((8, 8, 3), np.uint8))
+    bad = root / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(UnreadableImageError) as info:
+        predict_folder(decode_only, root.parent, tmp_path / "preds", skip_unreadable=False)
+    message = str(info.value)
+    assert message.startswith(f"cannot read the image {bad} ({bad}: not a decodable image")
+    assert "leaving it out would change the AP" in message and "pass skip_unreadable=True" in message
+    assert "--skip-unreadable" in str(info.value.with_hint("pass --skip-unreadable to leave it out"))
+    assert not (tmp_path / "preds").exists() and not list(tmp_path.glob(".preds*"))
+    summary = predict_folder(decode_only, root.parent, tmp_path / "preds")  # the default skips, as before
+    assert summary.images == 1 and list(summary.skipped) == ["0--Parade/bad.jpg"]

@@ -451,3 +451,57 @@ def test_init_from_static_checks_the_shape() -> None:
     conv = ODConv2d(4, 4, 3, padding=1, kernel_num=2)
     with pytest.raises(ValueError, match="expected \\(4, 4, 3, 3\\)"):
         conv.init_from_static(torch.zeros(4, 2, 3, 3))
+
+
+# ------------------------------------------------------------------------------------------ fixed attentions
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_fixing_the_attentions_of_one_image_reproduces_its_output(kwargs: dict) -> None:
+    m = _perturbed(kwargs).eval()
+    torch.manual_seed(2)
+    x = torch.randn(1, 8, 11, 9)
+    with torch.no_grad():
+        dynamic = m(x)
+        m.fix_attentions(m.attentions(x))  # the mean over a batch of one image is that image's attentions
+        fixed = m(x)
+    assert m.attentions_fixed
+    if m.is_static:  # dynamic: conv(x * a_c) * a_f; fixed: a_c, a_f folded into the kernel (same up to rounding)
+        torch.testing.assert_close(fixed, dynamic, atol=1e-6, rtol=1e-6)
+    else:  # the same folded kernel and the same convolution: bit for bit
+        assert torch.equal(fixed, dynamic)
+
+
+def test_fixed_attentions_make_a_static_conv_until_released() -> None:
+    m = _perturbed(CONFIGS[0]).eval()
+    torch.manual_seed(3)
+    x = torch.randn(3, 8, 11, 9)
+    with torch.no_grad():
+        dynamic = m(x)
+        att = m.attentions(x)
+        mean = type(att)(*(t.mean(dim=0, keepdim=True) for t in att))
+        m.fix_attentions(mean)
+        kernels = m.sample_weights(x)
+        fixed = m(x)
+        # every sample gets the kernel folded from the mean attentions, which no sample had
+        assert torch.equal(kernels[0], kernels[2])
+        expected = F.conv2d(x, kernels[0], padding=1)
+        torch.testing.assert_close(fixed, expected, **TOL)
+        assert not torch.allclose(fixed, dynamic, atol=1e-3)
+        assert torch.equal(m.attentions(x).channel[1], mean.channel[0])
+        assert "attentions fixed" in repr(m)
+        assert set(m.state_dict()) == set(_perturbed(CONFIGS[0]).state_dict())  # not saved with the weights
+        m.fix_attentions(None)
+        assert not m.attentions_fixed
+        assert torch.equal(m(x), dynamic)
+
+
+def test_fix_attentions_checks_sizes_and_values() -> None:
+    m = ODConv2d(8, 12, 3, padding=1, kernel_num=4)
+    att = m.attentions(torch.randn(1, 8, 5, 5))
+    with pytest.raises(ValueError, match="kernel attention has 3 elements, expected 4"):
+        m.fix_attentions(att._replace(kernel=torch.ones(3)))
+    with pytest.raises(ValueError, match="channel attention has non-finite values"):
+        m.fix_attentions(att._replace(channel=torch.full((8,), float("nan"))))
+    depthwise = ODConv2d(8, 8, 3, padding=1, groups=8, kernel_num=1)
+    dw_att = depthwise.attentions(torch.randn(1, 8, 5, 5))
+    depthwise.fix_attentions(dw_att._replace(filter=None, kernel=None))  # skipped heads are ignored
+    assert depthwise.attentions_fixed

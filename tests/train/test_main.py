@@ -147,11 +147,12 @@ def test_resume_auto_continues_a_compatible_run_and_sets_aside_an_incompatible_o
     with pytest.raises(ResumeMismatchError, match=r"train\.lr"):
         run_training(project / "params.yaml", ["train.epochs=2", "train.lr=0.01"], None, "strict")
     assert record_epochs(out) == ["1", "2"] and not list(out.glob("*.stale-*"))
-    # auto keeps the old state aside and starts afresh.
+    # auto keeps the old state aside and starts afresh; final.pt and provenance.json go with it (issue 15: the old
+    # final.pt must not pass for the new run's).
     run_training(project / "params.yaml", ["train.epochs=1", "train.lr=0.01"], None, "auto")
     assert record_epochs(out) == ["1"]
     stale = sorted(p.name for p in out.glob("*.stale-*"))
-    assert len(stale) == 2 and stale[0].startswith("last.stale-") and stale[1].startswith("metrics.stale-")
+    assert [name.split(".stale-")[0] for name in stale] == ["final", "last", "metrics", "provenance"]
     old_metrics = next(out.glob("metrics.stale-*.csv")).read_text().splitlines()
     assert [row.split(",")[0] for row in old_metrics[1:]] == ["1", "2"]
 

@@ -2,21 +2,24 @@
 # predicted and scored on the val images, with the student's starting point (step 0: V1's weights transferred,
 # deformable offsets dropped) scored too, so the README shows where accuracy is lost and regained. Run with
 #   FEATHERFACE_PARAMS=params-builtin.yaml snakemake --cores 1 builtin
-# Phase 1 reads params-builtin.yaml (the PARAMS_FILE), phase 2 params-builtin-finetune.yaml. Training resumes from
-# results/builtin/<phase>/last.pt after an interruption.
+# Phase 1 reads params-builtin.yaml (the PARAMS_FILE); phase 1b (params-builtin-mimic2.yaml: the SSH again, on crops
+# near the original scale, with the ground truth) continues from it, and phase 2 (params-builtin-finetune.yaml: the
+# whole model) from phase 1b.
+# Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
 BUILTIN_FINETUNE_PARAMS = "params-builtin-finetune.yaml"
+BUILTIN_MIMIC2_PARAMS = "params-builtin-mimic2.yaml"
 BUILTIN_MODEL = config["train"]["model"]
 
 
 wildcard_constraints:
-    phase="step0|mimic|finetune",
+    phase="step0|mimic|mimic2|finetune",
 
 
 rule builtin:
     input:
-        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", "finetune")),
+        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", "mimic2", "finetune")),
 
 
 rule builtin_step0:
@@ -53,7 +56,7 @@ rule builtin_mimic:
 
 rule builtin_finetune:
     input:
-        mimic=f"{BUILTIN_DIR}/mimic/final.pt",
+        mimic2=f"{BUILTIN_DIR}/mimic2/final.pt",
         params=BUILTIN_FINETUNE_PARAMS,
     output:
         final=f"{BUILTIN_DIR}/finetune/final.pt",
@@ -66,6 +69,16 @@ rule builtin_finetune:
         runtime=24 * 60,
     shell:
         "featherface train --params {input.params} --out {BUILTIN_DIR}/finetune --resume auto --quiet > {log} 2>&1"
+
+
+rule builtin_mimic2:
+    input:
+        mimic=f"{BUILTIN_DIR}/mimic/final.pt",
+        params=BUILTIN_MIMIC2_PARAMS,
+    output:
+        final=f"{BUILTIN_DIR}/mimic2/final.pt",
+    shell:
+        "featherface train --params {input.params} --out {BUILTIN_DIR}/mimic2 --resume auto --quiet"
 
 
 rule builtin_predict:

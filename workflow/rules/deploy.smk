@@ -16,7 +16,7 @@ DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
-    "featherface/export.py", "featherface/onnx_ops.py", "featherface/deploy.py"
+    "featherface/export.py", "featherface/onnx_ops.py", "featherface/deploy.py", "featherface/stages.py"
 ]
 BENCHMARK_CODE = EXPORT_CODE + ["featherface/benchmark.py", "featherface/runtime.py", "featherface/postprocess.py"]
 

@@ -1,6 +1,7 @@
 # Training stage: one model with the recipe of params.yaml (train section). `--resume auto`: after an
 # interruption, running the pipeline again continues from last.pt (written every epoch); after a change of the
-# train section, the old last.pt and metrics.csv are kept aside as *.stale-<time>.* and training starts afresh.
+# train section, the old last.pt, metrics.csv (and final.pt, provenance.json when present) are kept aside as
+# *.stale-<time>.* and training starts afresh. The folder is locked while a run writes to it.
 # last.pt and metrics.csv are not declared outputs, so Snakemake never deletes them before a rerun (the metrics of
 # the epochs before an interruption stay); final.pt marks the stage as done.
 # Resources: one GPU (`gpu=1`: the SLURM profile turns it into --gpus=1; a local run ignores it and trains on
