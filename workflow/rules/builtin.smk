@@ -77,8 +77,15 @@ rule builtin_mimic2:
         params=BUILTIN_MIMIC2_PARAMS,
     output:
         final=f"{BUILTIN_DIR}/mimic2/final.pt",
+    log:
+        "logs/builtin/mimic2.log",
+    threads: 8
+    resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        mem_mb=16000,
+        runtime=24 * 60,
     shell:
-        "featherface train --params {input.params} --out {BUILTIN_DIR}/mimic2 --resume auto --quiet"
+        "featherface train --params {input.params} --out {BUILTIN_DIR}/mimic2 --resume auto --quiet > {log} 2>&1"
 
 
 rule builtin_predict:
