@@ -169,7 +169,7 @@ def _check_results(project: Path, val_images: int) -> None:
     assert f"| `{model}` (this pipeline's model) |" in report and "| `yunet_n` |" in report
 
 
-@pytest.mark.slow  # about 4 min on 2 idle cores: a whole tiny run, then six partial ones
+@pytest.mark.slow  # 200 s on 2 idle cores: a whole tiny run, then six partial ones
 def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     assert _snakemake_ran(_snakemake(project)) == ALL_STAGES
     _check_results(project, 4)
@@ -199,7 +199,7 @@ def test_snakemake_reruns_only_what_a_parameter_touches(project: Path) -> None:
     _check_results(project, 3)
 
 
-@pytest.mark.slow  # about 3 min on 2 idle cores: a whole tiny run, an experiment, three partial runs
+@pytest.mark.slow  # 180 s on 2 idle cores: a whole tiny run, an experiment, three partial runs
 def test_dvc_reruns_only_what_changed_and_tracks_experiments(project: Path) -> None:
     """`dvc repro` reruns what a change touches; the README's experiment workflow (a baseline commit,
     `dvc exp run -S`, then `dvc exp show`, `dvc metrics diff`, `dvc plots diff`) compares two trained models."""
