@@ -42,7 +42,7 @@ from torch import nn
 
 from featherface.analysis.render import KERNEL_ENTROPY_CRITERION, OUTPUT_FILES, render_markdown
 from featherface.nn.odconv import ODConv2d
-from featherface.train.metrics import binary_entropy, categorical_entropy, odconv_modules
+from featherface.train.metrics import binary_entropy, categorical_entropy, odconv_inputs, odconv_modules
 
 __all__ = [
     "DEFAULT_MAX_IMAGES",
@@ -119,26 +119,21 @@ def capture_attentions(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str,
         head the module skips.
     """
     modules = odconv_modules(model)
-    captured: dict[str, dict[str, torch.Tensor | None]] = {}
-    handles = []
-    for name, module in modules:
-        def hook(mod: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
-            a = mod.attention.logits(args[0])
-            captured[_name] = {"channel": a.channel, "filter": a.filter, "spatial": a.spatial, "kernel": a.kernel,
-                               "hidden": a.hidden.flatten(1)}
-        handles.append(module.register_forward_pre_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    missing = [name for name, _ in modules if name not in captured]
+    inputs = odconv_inputs(model, x)
+    missing = [name for name, _ in modules if name not in inputs]
     if missing:
         raise RuntimeError(f"the forward pass did not reach the ODConv2d modules {missing}")
-    return {name: captured[name] for name, _ in modules}
+    captured: dict[str, dict[str, torch.Tensor | None]] = {}
+    for name, module in modules:
+        was = module.training
+        module.eval()  # as during the eval-mode forward: the attention BatchNorm on its running statistics
+        try:
+            a = module.attention.logits(inputs[name])
+        finally:
+            module.train(was)
+        captured[name] = {"channel": a.channel, "filter": a.filter, "spatial": a.spatial, "kernel": a.kernel,
+                          "hidden": a.hidden.flatten(1)}
+    return captured
 
 
 def collect_attentions(model: nn.Module, inputs: Iterable[torch.Tensor],

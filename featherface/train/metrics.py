@@ -42,6 +42,7 @@ __all__ = [
     "attention_entropies",
     "binary_entropy",
     "categorical_entropy",
+    "odconv_inputs",
     "odconv_modules",
 ]
 
@@ -101,6 +102,29 @@ def entropy_columns(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
+def odconv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input each :class:`ODConv2d` of ``model`` receives during one forward of ``x``, by module name.
+
+    The forward runs in eval mode (BatchNorm on its running statistics); the model's mode is restored. A module
+    the forward does not reach is absent from the result.
+    """
+    inputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in odconv_modules(model):
+        def hook(_module: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
+            inputs[_name] = args[0]
+        handles.append(module.register_forward_pre_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return inputs
+
+
 def attention_entropies(model: nn.Module, probe: torch.Tensor) -> dict[str, float]:
     """ODConv attention entropies (nats) of ``model`` on the probe batch (see the module docstring).
 
@@ -114,20 +138,7 @@ def attention_entropies(model: nn.Module, probe: torch.Tensor) -> dict[str, floa
     modules = odconv_modules(model)
     if not modules:
         return {}
-    inputs: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, module in modules:
-        def hook(_module: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
-            inputs[_name] = args[0]
-        handles.append(module.register_forward_pre_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        model(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    inputs = odconv_inputs(model, probe)
     result: dict[str, float] = {}
     for name, module in modules:
         was = module.training
