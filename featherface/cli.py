@@ -57,7 +57,7 @@ def _params(args: argparse.Namespace) -> tuple[Params, Path]:
 def cmd_download(args: argparse.Namespace) -> int:
     from featherface.config import to_dict
     from featherface.data.download import download
-    from featherface.provenance import write_record
+    from featherface.utils.provenance import write_record
 
     params, root = _params(args)
     progress = TqdmProgress(not args.quiet)
@@ -73,7 +73,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from featherface.config import resolve_path, to_dict
     from featherface.data.verify import verify, write_report
-    from featherface.provenance import write_record
+    from featherface.utils.provenance import write_record
 
     params, root = _params(args)
     data_root = resolve_path(params.data.root, root)
@@ -135,8 +135,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from featherface.config import to_dict
-    from featherface.provenance import write_json, write_record
-    from featherface.validate import validate
+    from featherface.utils.provenance import write_json, write_record
+    from featherface.stages.validate import validate
 
     params, root = _params(args)
     out_dir = Path(args.out) if args.out else root / "results" / "validate"
@@ -160,7 +160,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _detector_from_predict_params(params: Params, root: Path):
-    from featherface.api import DetectorSettings, FaceDetector
+    from featherface.inference.detector import DetectorSettings, FaceDetector
     from featherface.config import resolve_path
 
     cfg = params.predict
@@ -175,7 +175,7 @@ def _detector_from_predict_params(params: Params, root: Path):
 def cmd_predict(args: argparse.Namespace) -> int:
     from featherface.config import resolve_path, to_dict
     from featherface.eval.predict import predict_folder
-    from featherface.provenance import write_json, write_record
+    from featherface.utils.provenance import write_json, write_record
 
     params, root = _params(args)
     images = Path(args.images) if args.images else resolve_path(params.data.root, root) / "widerface/val/images"
@@ -216,7 +216,7 @@ def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unkno
                   unknown_hint: str = UNKNOWN_HINT_EVALUATE):
     from featherface.eval.plots import PR_CSV_DIR, plot_pr_curves, write_pr_csv
     from featherface.eval.widerface import UnknownImagesError, evaluate_folder
-    from featherface.provenance import atomic_write_text
+    from featherface.utils.provenance import atomic_write_text
 
     try:
         result = evaluate_folder(pred_dir, gt_dir, iou, unknown=unknown)
@@ -230,7 +230,7 @@ def _score_folder(pred_dir: Path, gt_dir: Path, out_dir: Path, iou: float, unkno
 
 def cmd_score(args: argparse.Namespace) -> int:
     from featherface.config import resolve_path, to_dict
-    from featherface.provenance import write_record
+    from featherface.utils.provenance import write_record
 
     params, root = _params(args)
     pred_dir = Path(args.predictions) if args.predictions else root / "results" / "predict" / "predictions"
@@ -248,7 +248,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from featherface.api import DetectorSettings, FaceDetector, WIDER_PROTOCOL
+    from featherface.inference.detector import DetectorSettings, FaceDetector, WIDER_PROTOCOL
     from featherface.eval.predict import UnreadableImageError, predict_folder
 
     out_dir = Path(args.out)
@@ -263,8 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.images or not (args.weights or args.peer):
             raise ValueError("give either --predictions DIR, or --model/--weights or --peer with --images DIR")
         if args.peer:
-            from featherface.peers import peer_detector
-            from featherface.runtime import WIDER_SETTINGS
+            from featherface.inference.peers import peer_detector
+            from featherface.inference.onnx import WIDER_SETTINGS
 
             detector = peer_detector(args.peer, args.weights, settings=WIDER_SETTINGS)
         else:
@@ -294,8 +294,8 @@ def _bypass_attention(detector, args: argparse.Namespace, out_dir: Path) -> None
     """Switch the detector's attention off (featherface.analysis.bypass) and record what was done in bypass.json."""
     from featherface.analysis.attention import network_inputs, select_images
     from featherface.analysis.bypass import bypass_attention
-    from featherface.images import list_images
-    from featherface.provenance import write_json
+    from featherface.inference.images import list_images
+    from featherface.utils.provenance import write_json
 
     sources = [Path(p) for p in (args.calibration_images or [args.images])]
     files = [f for src in sources for f in (list_images(src) if src.is_dir() else [src])]
@@ -311,7 +311,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     import torch
 
     from featherface.analysis.attention import analyze_folder, write_analysis
-    from featherface.provenance import write_record
+    from featherface.utils.provenance import write_record
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -335,9 +335,9 @@ def cmd_attention(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import torch
 
-    from featherface.api import FaceDetector
-    from featherface.detect import run_detect
-    from featherface.provenance import write_json
+    from featherface.inference.detector import FaceDetector
+    from featherface.inference.detect import run_detect
+    from featherface.utils.provenance import write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -397,11 +397,11 @@ def _check_stage_options(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from featherface.export import export_pretrained
-    from featherface.provenance import write_json
+    from featherface.deploy.export import export_pretrained
+    from featherface.utils.provenance import write_json
 
     if args.params or args.set:
-        from featherface.stages import run_export_stage
+        from featherface.stages.deploy import run_export_stage
 
         _check_stage_options(args)
         summary = run_export_stage(*_params(args))
@@ -427,7 +427,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.summary:
         write_json(args.summary, summary)
     if args.provenance:
-        from featherface.provenance import sha256_file, write_record
+        from featherface.utils.provenance import sha256_file, write_record
 
         settings = {"model": args.model, "weights": str(args.weights), "format": fmt or output.suffix.lstrip("."),
                     **options}
@@ -481,11 +481,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from featherface.benchmark import BenchmarkConfig, format_markdown, run_benchmark
-    from featherface.provenance import atomic_write_text, write_json
+    from featherface.deploy.benchmark import BenchmarkConfig, format_markdown, run_benchmark
+    from featherface.utils.provenance import atomic_write_text, write_json
 
     if args.params or args.set:
-        from featherface.stages import run_benchmark_stage
+        from featherface.stages.deploy import run_benchmark_stage
 
         _check_stage_options(args)
         print(format_markdown(run_benchmark_stage(*_params(args))))
@@ -512,7 +512,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, result.to_dict())
     if args.provenance:
-        from featherface.provenance import write_record
+        from featherface.utils.provenance import write_record
 
         write_record(Path(args.json).parent, "benchmark", {"benchmark": result.to_dict()["config"]},
                      inputs=sorted(set(weights.values())), extra={"environment": result.environment})
@@ -532,7 +532,7 @@ def _add_params_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    from featherface.references import REFERENCES_DIR, REFERENCES_FILE, run_references_stage
+    from featherface.stages.references import REFERENCES_DIR, REFERENCES_FILE, run_references_stage
 
     params, root = _params(args)
     progress = TqdmProgress(not args.quiet)
@@ -560,7 +560,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study_table(args: argparse.Namespace) -> int:
-    from featherface.study import collect_study, write_study_table
+    from featherface.stages.study import collect_study, write_study_table
 
     params, root = _params(args)
     out_dir = Path(args.out) if args.out else root / "results" / "study"

@@ -163,8 +163,8 @@ class ExportConfig:
         input_size: ``(H, W)`` of the example input used for tracing and the parity check.
         dynamic: dynamic height and width (false: fixed at ``input_size``).
         dynamic_batch: a dynamic batch axis too (the ODConv blocks then export their slower batch-independent
-            form); false: batch 1, what :class:`featherface.runtime.OnnxFaceDetector` runs.
-        fuse: apply the exact deployment rewrites (:func:`featherface.deploy.fuse_for_export`).
+            form); false: batch 1, what :class:`featherface.inference.onnx.OnnxFaceDetector` runs.
+        fuse: apply the exact deployment rewrites (:func:`featherface.deploy.rewrites.fuse_for_export`).
     """
 
     opset: int = 19
@@ -183,7 +183,7 @@ class BenchmarkStageConfig:
     """The benchmark stage: CPU latency of the exported model (the predict section's) in ONNX Runtime.
 
     A quick figure for the report and ``dvc metrics``; the README's latency table uses ``featherface benchmark``
-    with more runs (:class:`featherface.benchmark.BenchmarkConfig` has every option).
+    with more runs (:class:`featherface.deploy.benchmark.BenchmarkConfig` has every option).
 
     Attributes:
         input_size: ``(H, W)`` of the bare-network and end-to-end measurements.
@@ -206,7 +206,7 @@ class BenchmarkStageConfig:
         _require(self.warmup >= 0, "benchmark.warmup", f"must be >= 0, got {self.warmup}")
 
 
-#: Peer detectors a reference may name (``featherface.peers.PEERS``, without our own ONNX runner).
+#: Peer detectors a reference may name (``featherface.inference.peers.PEERS``, without our own ONNX runner).
 REFERENCE_PEERS: tuple[str, ...] = ("retinaface_mnet025", "yunet", "yunet_opencv")
 
 

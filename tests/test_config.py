@@ -157,7 +157,7 @@ def test_export_benchmark_and_references_sections_are_validated(tmp_path: Path) 
 
 def test_reference_peers_are_known_detectors() -> None:
     from featherface.config import REFERENCE_PEERS
-    from featherface.peers import PEERS
+    from featherface.inference.peers import PEERS
 
     assert set(REFERENCE_PEERS) <= set(PEERS)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from featherface.api import FaceDetector
+from featherface.inference.detector import FaceDetector
 from featherface.cli import main
 from featherface.weights import BUILTIN_CHECKPOINT, MODEL_CARD, builtin_weights
 

@@ -96,8 +96,8 @@ def select_images(paths: Sequence[Path], count: int | None) -> list[Path]:
 def network_inputs(paths: Iterable[str | os.PathLike[str]], long_side: int | None = None,
                    device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
     """Each image as a network input (1, 3, H, W): BGR minus the mean, resized so its longer side is
-    ``long_side`` pixels (``None``: original size), as :class:`featherface.api.FaceDetector` prepares it."""
-    from featherface.images import read_image, resize_long_side, to_tensor
+    ``long_side`` pixels (``None``: original size), as :class:`featherface.inference.detector.FaceDetector` prepares it."""
+    from featherface.inference.images import read_image, resize_long_side, to_tensor
 
     for path in paths:
         image, _ = resize_long_side(read_image(path), long_side)
@@ -312,7 +312,7 @@ def analyze_folder(weights: str | os.PathLike[str], images_dir: str | os.PathLik
     Raises:
         FileNotFoundError: no such weights file or folder; ValueError: no images, or no ODConv2d in the model.
     """
-    from featherface.images import list_images
+    from featherface.inference.images import list_images
     from featherface.models.checkpoints import load_checkpoint, load_trained_model
 
     folder = Path(images_dir)
@@ -335,7 +335,7 @@ def write_analysis(analysis: AttentionAnalysis, out_dir: str | os.PathLike[str])
         ``{key: path}`` of every file written (``json``, ``markdown``, ``values`` and the plot keys).
     """
     from featherface.analysis.plots import draw_attention_plots
-    from featherface.provenance import atomic_write_text, write_json
+    from featherface.utils.provenance import atomic_write_text, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 from featherface.config import DataConfig, resolve_path, to_dict
 from featherface.data.labels import count_faces, parse_label_lines, read_label_file, restrict_label_text
 from featherface.data.sources import PRETRAIN_FILENAME, PRETRAIN_LAYOUT_PATH, SOURCES, VAL_MAT_FILES, Source
-from featherface.provenance import atomic_write_text
+from featherface.utils.provenance import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import cv2
 
 from featherface.data.dataset import read_image
 from featherface.data.labels import label_file_blocks
-from featherface.provenance import atomic_write_text
+from featherface.utils.provenance import atomic_write_text
 
 __all__ = ["PackSummary", "pack_train_folders", "scale_face_line"]
 

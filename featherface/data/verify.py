@@ -36,7 +36,7 @@ from featherface.config import VerifyConfig
 from featherface.data.download import MANIFEST_NAME, ProgressCallback, list_images
 from featherface.data.labels import count_faces, drop_degenerate_boxes, scan_label_file
 from featherface.data.sources import OFFICIAL_LAYOUT_SHA256, PRETRAIN_LAYOUT_PATH, VAL_MAT_FILES
-from featherface.provenance import atomic_write_text
+from featherface.utils.provenance import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -86,7 +86,7 @@ def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[P
     ``recall``, ``precision``; thresholds without a proposal, which have no precision, are left out): the data of
     ``dvc plots``. Each file is written through a temporary file and a rename. Returns the paths, in setting order.
     """
-    from featherface.provenance import atomic_write_text
+    from featherface.utils.provenance import atomic_write_text
 
     paths = []
     for setting in result.settings:

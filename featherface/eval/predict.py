@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from featherface.api import to_wider_rows
+from featherface.inference.detector import to_wider_rows
 from featherface.eval.prediction_files import write_prediction_file
-from featherface.images import ImageError, list_images
+from featherface.inference.images import ImageError, list_images
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ def predict_folder(
     """Detect faces in every image under `images_dir` and write one prediction file per image into `out_dir`.
 
     Args:
-        detector: a :class:`~featherface.api.FaceDetector`, a torch-free
-            :class:`~featherface.runtime.OnnxFaceDetector` or a peer (:mod:`featherface.peers`): any callable
+        detector: a :class:`~featherface.inference.detector.FaceDetector`, a torch-free
+            :class:`~featherface.inference.onnx.OnnxFaceDetector` or a peer (:mod:`featherface.inference.peers`): any callable
             from an image path to detections (its settings decide threshold, NMS and input size).
         images_dir: ``<event>/<name>.jpg`` images (any depth works; the file keeps the relative folder).
         out_dir: the prediction folder to (re)create. An existing one is replaced only once the new set is

@@ -33,7 +33,7 @@ from typing import Mapping
 
 import numpy as np
 
-from featherface.provenance import atomic_write_text
+from featherface.utils.provenance import atomic_write_text
 
 __all__ = [
     "PredictionFileError",

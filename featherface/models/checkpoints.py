@@ -181,7 +181,7 @@ def describe_unreadable(path: str | os.PathLike[str], error: BaseException | Non
         return (f"a Python pickle (or an old-format PyTorch file) that cannot be read safely "
                 f"({_torch_reason(message)}): damaged, or not a checkpoint")
     if _looks_like_onnx(head, p):
-        return ("it is an ONNX model: run it with featherface.runtime.OnnxFaceDetector, or "
+        return ("it is an ONNX model: run it with featherface.inference.onnx.OnnxFaceDetector, or "
                 "`featherface evaluate --peer featherface_onnx --weights FILE`")
     if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return f"a text file (it starts with {head.decode('ascii', 'replace')!r}), not a PyTorch checkpoint"

@@ -261,7 +261,7 @@ class ODConv2d(nn.Module):
             strided slices and a batched matmul (a shifted multiply-add for depthwise convs), whose
             graph is batch-size independent (ONNX export with a dynamic batch axis). A standalone module
             forced to ``"grouped"`` exports at a fixed batch size and runs about 2x faster in onnxruntime
-            (docs/odconv_design.md); whole-model exports (:mod:`featherface.export`) use ``"matmul"``.
+            (docs/odconv_design.md); whole-model exports (:mod:`featherface.deploy.export`) use ``"matmul"``.
         batch1_train: a train-mode forward with batch 1: ``"running_stats"`` normalises the attention
             branch with the BN running statistics (warns once), ``"error"`` raises ValueError.
         unit_neutral_gain: scale the aggregated kernel by ``1 / neutral_attention_gain()`` (a constant, e.g. 8 for a

@@ -88,7 +88,7 @@ def write_report(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike
         FileNotFoundError: ``results_dir`` is not a folder.
         ReportError: a malformed stage output (named).
     """
-    from featherface.provenance import atomic_write_text, code_version, write_record
+    from featherface.utils.provenance import atomic_write_text, code_version, write_record
 
     results = Path(results_dir)
     out = Path(out_dir)

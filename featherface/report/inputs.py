@@ -2,7 +2,7 @@
 
 :func:`load_results` reads every stage folder of :data:`STAGE_FILES` into a :class:`Stage`: the parsed content of
 its files (JSON objects and the training ``metrics.csv``, each checked key by key) and its ``provenance.json``
-(:func:`featherface.provenance.write_record`). A file that is absent makes the stage "not run"; a file that exists
+(:func:`featherface.utils.provenance.write_record`). A file that is absent makes the stage "not run"; a file that exists
 but cannot be read (bad JSON, a missing key, a CSV cell that is not a number) raises :class:`ReportError` naming
 the file and the line or key. Nothing here draws or writes.
 """

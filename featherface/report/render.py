@@ -22,7 +22,7 @@ __all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "percent", "rend
 
 #: The report's file name inside its output folder.
 REPORT_FILE = "report.md"
-#: Max abs difference the export stage's built-in check accepts (``featherface.export.CHECK_ATOL``; a test keeps
+#: Max abs difference the export stage's built-in check accepts (``featherface.deploy.export.CHECK_ATOL``; a test keeps
 #: the two equal). A summary whose ``options`` name another ``atol`` is judged against that one.
 PARITY_TOLERANCE = 1e-3
 #: Rows of the per-epoch training table (evenly spaced epochs, the first and the last included).
@@ -456,7 +456,7 @@ def render_markdown(stages: Mapping[str, Stage], plots: Mapping[str, str] | None
             (:func:`~featherface.report.plots.draw_plots`).
         root: the project folder: recorded paths inside it are shown relative to it.
         generated: the creation time shown in the header (ISO 8601).
-        code: the code version that made the report (:func:`featherface.provenance.code_version`).
+        code: the code version that made the report (:func:`featherface.utils.provenance.code_version`).
     """
     plots = dict(plots or {})
     root_path = Path(root) if root is not None else None

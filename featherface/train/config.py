@@ -87,7 +87,7 @@ class TrainConfig:
         freeze_bn: keep every BatchNorm on its running statistics (eval mode), as when fine-tuning a trained
             model with small batches.
 
-    Loss (:class:`featherface.loss.MultiBoxLoss`):
+    Loss (:class:`featherface.train.loss.MultiBoxLoss`):
         neg_pos_ratio, match_iou, loc_weight, landm_weight.
         gt_weight: weight of the ground-truth loss (0 for a phase that only imitates a teacher).
 

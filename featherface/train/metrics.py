@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from featherface.nn.odconv import ODConv2d
-from featherface.provenance import atomic_write_text
+from featherface.utils.provenance import atomic_write_text
 
 __all__ = [
     "BASE_COLUMNS",

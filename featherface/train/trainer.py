@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from featherface.config import ConfigError, Params, from_dict, resolve_path, to_dict
-from featherface.loss import MultiBoxLoss
+from featherface.train.loss import MultiBoxLoss
 from featherface.models.checkpoints import (
     CheckpointError,
     CheckpointWriteError,
@@ -905,7 +905,7 @@ def run_training(
         RunFolderBusyError: another run is training into ``out_dir`` (an exclusive lock on ``<out_dir>/.lock``).
         TrainingInterrupted: Ctrl-C; the message says what ``last.pt`` holds and how to continue.
     """
-    from featherface.provenance import code_version
+    from featherface.utils.provenance import code_version
 
     path = Path(params_path).resolve()
     base = path.parent
@@ -947,7 +947,7 @@ def run_training(
             raise CheckpointError(f"{err}. To start afresh instead, pass --overwrite without --resume (the old "
                                   "files are kept as <name>.stale-<time>.<ext>)") from err
         if env.is_main:
-            from featherface.provenance import hardware_description, write_record
+            from featherface.utils.provenance import hardware_description, write_record
 
             inputs = [train_dir / "label.txt", *(d / "label.txt" for d in extra_dirs)]
             manifest = resolve_path(params.data.root, base) / "manifest.json"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from featherface.api import FaceDetector, to_wider_rows
+from featherface.inference.detector import FaceDetector, to_wider_rows
 from featherface.eval.predict import PredictSummary, predict_folder
 from featherface.eval.prediction_files import read_prediction_folder
 from featherface.models.registry import create_model
@@ -156,7 +156,7 @@ def test_summary_without_images() -> None:
 def test_unreadable_image_is_an_error_unless_skipping_is_asked_for(tmp_path: Path) -> None:
     """Issue 15: an evaluation must not lose an image silently (a stub detector that only decodes the image)."""
     from featherface.eval.predict import UnreadableImageError
-    from featherface.images import read_image
+    from featherface.inference.images import read_image
 
     class NoFaces:
         def to_wider_rows(self) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from featherface.api import FaceDetector
+from featherface.inference.detector import FaceDetector
 from featherface.models.checkpoints import (
     CheckpointError,
     CheckpointWriteError,
@@ -50,7 +50,7 @@ def test_random_bytes_are_named_as_unrecognised(tmp_path: Path) -> None:
 def test_onnx_file_is_named_with_the_tool_that_runs_it(tmp_path: Path) -> None:
     onnx_like = tmp_path / "model.bin"  # an ONNX header (ir_version 9, producer name) under another suffix
     onnx_like.write_bytes(b"\x08\x09\x12\x07pytorch" + bytes(64))
-    assert "it is an ONNX model: run it with featherface.runtime.OnnxFaceDetector" in _message(onnx_like)
+    assert "it is an ONNX model: run it with featherface.inference.onnx.OnnxFaceDetector" in _message(onnx_like)
     by_suffix = tmp_path / "model.onnx"
     by_suffix.write_bytes(b"\x01\x02\x03")
     assert "--peer featherface_onnx" in _message(by_suffix)

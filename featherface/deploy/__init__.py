@@ -1,0 +1,1 @@
+"""Deployment: ONNX / TorchScript export and its exact rewrites, OpenVINO, quantisation and the benchmark."""

@@ -1,0 +1,1 @@
+"""Helpers with no detector knowledge: atomic file writes, hashing, progress, provenance."""
