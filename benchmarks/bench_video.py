@@ -6,13 +6,13 @@ so that faces move and change size; or, with ``--synthetic``, a procedurally dra
 gradient) so the script also runs on a fresh clone without the shared folder. Written with OpenCV's ``mp4v``
 writer (``MJPG``/``.avi`` when that cannot be opened), ``--size`` W H, ``--frames`` frames at ``--fps``.
 
-Each detector runs :func:`featherface.detect.run_detect`, the engine of ``featherface detect``, on that video:
+Each detector runs :func:`featherface.inference.detect.run_detect`, the engine of ``featherface detect``, on that video:
 
-* ``pytorch``: :class:`featherface.api.FaceDetector` on the CPU, ``torch.set_num_threads(threads)``;
-* ``onnxruntime``: the same model exported with :func:`featherface.export.export_onnx` (dynamic H, W) and run by
-  the torch-free :class:`featherface.runtime.OnnxFaceDetector` (``threads`` intra-op threads). ``run_detect`` only
+* ``pytorch``: :class:`featherface.inference.detector.FaceDetector` on the CPU, ``torch.set_num_threads(threads)``;
+* ``onnxruntime``: the same model exported with :func:`featherface.deploy.export.export_onnx` (dynamic H, W) and run by
+  the torch-free :class:`featherface.inference.onnx.OnnxFaceDetector` (``threads`` intra-op threads). ``run_detect`` only
   calls the detector and its drawing reads torch tensors, so the runtime's numpy detections are wrapped as
-  :class:`featherface.postprocess.Detections` (``torch.from_numpy``, no copy) to go through the same path.
+  :class:`featherface.inference.postprocess.Detections` (``torch.from_numpy``, no copy) to go through the same path.
 
 OpenCV (decode, resize, draw, encode) gets ``cv2.setNumThreads(threads)`` for each row.
 
@@ -61,11 +61,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from featherface.api import FaceDetector  # noqa: E402
-from featherface.detect import VIDEO_CODECS, run_detect  # noqa: E402
-from featherface.export import export_onnx  # noqa: E402
-from featherface.images import list_images, read_image  # noqa: E402
-from featherface.postprocess import Detections  # noqa: E402
+from featherface.inference.detector import FaceDetector  # noqa: E402
+from featherface.inference.detect import VIDEO_CODECS, run_detect  # noqa: E402
+from featherface.deploy.export import export_onnx  # noqa: E402
+from featherface.inference.images import list_images, read_image  # noqa: E402
+from featherface.inference.postprocess import Detections  # noqa: E402
 
 #: Default source image, relative to the val images folder (a meeting: a few medium-size faces).
 DEFAULT_EVENT = "11--Meeting"
@@ -179,8 +179,8 @@ def write_test_video(source: np.ndarray, folder: Path, frames: int, size: tuple[
 
 # ------------------------------------------------------------------------------------------------ detectors
 class RuntimeAsTorch:
-    """An :class:`featherface.runtime.OnnxFaceDetector` whose detections come out as torch
-    :class:`~featherface.postprocess.Detections` (zero-copy), which ``run_detect``'s drawing expects."""
+    """An :class:`featherface.inference.onnx.OnnxFaceDetector` whose detections come out as torch
+    :class:`~featherface.inference.postprocess.Detections` (zero-copy), which ``run_detect``'s drawing expects."""
 
     def __init__(self, detector: Any) -> None:
         self.detector = detector
@@ -272,7 +272,7 @@ def _cv2_threads(n: int) -> Callable[[], None]:
 def make_entries(models: Sequence[tuple[str, torch.nn.Module]], threads: Sequence[int], work: Path, *,
                  onnx: bool, check_export: bool, threshold: float) -> list[_Entry]:
     """One entry per (model, backend, threads), detectors built once."""
-    from featherface.runtime import OnnxFaceDetector
+    from featherface.inference.onnx import OnnxFaceDetector
 
     entries = []
     for i, (name, net) in enumerate(models):

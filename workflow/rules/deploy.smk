@@ -16,9 +16,9 @@ DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
-    "featherface/export.py", "featherface/onnx_ops.py", "featherface/deploy.py", "featherface/stages.py"
+    "featherface/deploy/export.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py", "featherface/stages/deploy.py"
 ]
-BENCHMARK_CODE = EXPORT_CODE + ["featherface/benchmark.py", "featherface/runtime.py", "featherface/postprocess.py"]
+BENCHMARK_CODE = EXPORT_CODE + ["featherface/deploy/benchmark.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py"]
 
 
 rule export:
@@ -69,7 +69,7 @@ rule benchmark:
 
 rule report:
     input:
-        code=py_files("featherface/report") + ["featherface/provenance.py"],
+        code=py_files("featherface/report") + ["featherface/utils/provenance.py"],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],
         validate=["results/validate/report.json", "results/validate/provenance.json"],

@@ -2,10 +2,10 @@
 # predict section's model: in the default pipeline, the train stage's checkpoint), score (Easy / Medium / Hard
 # AP, PR curves) and references (the reference detectors of the references section on the same val images).
 
-MODEL_CODE = py_files("featherface/nn", "featherface/models") + ["featherface/validate.py"]
+MODEL_CODE = py_files("featherface/nn", "featherface/models") + ["featherface/stages/validate.py"]
 DETECT_CODE = (
     py_files("featherface/nn", "featherface/models", "featherface/ops")
-    + ["featherface/postprocess.py", "featherface/api.py", "featherface/images.py", "featherface/eval/predict.py"]
+    + ["featherface/inference/postprocess.py", "featherface/inference/detector.py", "featherface/inference/images.py", "featherface/eval/predict.py"]
 )
 def as_list(value):
     """A rule input that may be one path or a list of paths, as a list."""
@@ -79,7 +79,7 @@ rule score:
 rule references:
     input:
         code=DETECT_CODE + py_files("featherface/eval") + [
-            "featherface/references.py", "featherface/peers.py", "featherface/runtime.py"
+            "featherface/stages/references.py", "featherface/inference/peers.py", "featherface/inference/onnx.py"
         ],
         widerface=f"{DATA}/widerface",
         weights=sorted({
