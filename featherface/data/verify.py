@@ -15,7 +15,8 @@ Checks, each reported as a `Problem` (fails the stage) or a warning:
 
 `verify` accepts either a download root (holding ``widerface/``, ``weights/`` and ``manifest.json``) or a
 bare WIDER FACE folder (holding ``train/`` and ``val/``, e.g. ``../shared/data/widerface``); with a bare
-folder the weights are checked only when given explicitly.
+folder the weights are checked only when given explicitly. The findings and their JSON file are
+:mod:`featherface.data.verify_report`.
 """
 
 from __future__ import annotations
@@ -26,132 +27,28 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
+from scipy.io import loadmat
 
 from featherface.config import VerifyConfig
-from featherface.data.download import MANIFEST_NAME, ProgressCallback, list_images
+from featherface.data.download import MANIFEST_NAME
 from featherface.data.labels import count_faces, drop_degenerate_boxes, scan_label_file
+from featherface.data.layout import files_under, list_images
 from featherface.data.sources import OFFICIAL_LAYOUT_SHA256, PRETRAIN_LAYOUT_PATH, VAL_MAT_FILES
-from featherface.utils.provenance import atomic_write_text
+from featherface.data.verify_report import Problem, VerifyError, VerifyReport, write_report
+from featherface.utils.io import ProgressCallback, sha256_file
+
+# The stage's API: `verify` and the report types it returns (defined in featherface.data.verify_report).
+__all__ = ["Problem", "VerifyError", "VerifyReport", "verify", "write_report"]
 
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("easy", "medium", "hard")
-#: How many problems the `VerifyError` message names.
-MESSAGE_PROBLEMS = 5
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding.
-
-    Also readable like the report's JSON dicts: ``problem["path"]``, ``problem.get("line")``.
-
-    Attributes:
-        kind: a short category (``missing``, ``count``, ``checksum``, ``corrupt-image``, ``label``,
-            ``missing-image``, ``unlabelled-image``, ``mat``, ``val-not-in-gt``, ``manifest``...).
-        path: the file concerned, relative to the data root when inside it.
-        message: what is wrong.
-        line: the 1-based line number for problems inside a text file.
-    """
-
-    kind: str
-    path: str
-    message: str
-    line: int | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        """Dict-style access (``problem["path"]``), as in the JSON report; a missing line is a KeyError."""
-        value = self.to_dict()
-        return value[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style ``get``, as in the JSON report (``line`` is absent when None)."""
-        return self.to_dict().get(key, default)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "path": self.path}
-        if self.line is not None:
-            out["line"] = self.line
-        out["message"] = self.message
-        return out
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.message} [{self.kind}]"
-
-
-@dataclass
-class VerifyReport:
-    """The outcome of `verify`.
-
-    Attributes:
-        data_root: the folder verified (absolute).
-        problems: findings that fail the stage.
-        warnings: findings worth knowing that do not fail it.
-        counts: ``train_images``, ``train_label_images``, ``train_faces``, ``train_landmarked_faces``,
-            ``train_degenerate_boxes``, ``val_images``, ``val_gt_images`` (val images found in the ground
-            truth), ``val_faces`` (their faces in ``wider_face_val.mat``), ``val_faces_{easy,medium,hard}``.
-        checksums: ``{"manifest": {...}, "official": {path: "ok" | "mismatch" | "absent"}}``.
-        skipped: checks not run, and why.
-        elapsed_s: wall time of the verification, seconds.
-    """
-
-    data_root: str
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    checksums: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no problem (warnings allowed)."""
-        return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "data_root": self.data_root,
-            "counts": self.counts,
-            "problems": [p.to_dict() for p in self.problems],
-            "warnings": [p.to_dict() for p in self.warnings],
-            "checksums": self.checksums,
-            "skipped": self.skipped,
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
-
-    def to_json(self) -> str:
-        """The report as indented JSON text."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def raise_for_problems(self) -> None:
-        """Raise `VerifyError` when the report has problems."""
-        if self.problems:
-            raise VerifyError(self)
-
-
-class VerifyError(RuntimeError):
-    """The data failed verification; `report` holds every finding, the message names the first few."""
-
-    def __init__(self, report: VerifyReport) -> None:
-        self.report = report
-        shown = "; ".join(str(p) for p in report.problems[:MESSAGE_PROBLEMS])
-        more = len(report.problems) - MESSAGE_PROBLEMS
-        suffix = f"; and {more} more" if more > 0 else ""
-        super().__init__(
-            f"data verification of {report.data_root} failed with {len(report.problems)} problem(s): {shown}{suffix}"
-        )
-
-
-def write_report(report: VerifyReport, path: str | Path) -> None:
-    """Write the report as JSON, atomically (temporary file + rename)."""
-    atomic_write_text(path, report.to_json())
 
 
 @dataclass(frozen=True)
@@ -272,7 +169,6 @@ class _Checker:
         todo = [(p, r) for p, r in zip(jobs, rels) if decode or r in want_sha]
         if not todo:
             return {}
-        import cv2  # imported here: only this check needs OpenCV
 
         def work(item: tuple[Path, str]) -> tuple[str, str | None, str | None]:
             path, rel = item
@@ -306,7 +202,6 @@ class _Checker:
         if not face_path.is_file():
             self.report.skipped.append("val ground-truth lookup: wider_face_val.mat is missing")
             return
-        from scipy.io import loadmat  # imported here: only this check needs SciPy
 
         def load(path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
             try:
@@ -401,7 +296,7 @@ class _Checker:
             if not path.is_file():
                 return None
             if path not in cache:
-                cache[path] = _sha256(path)
+                cache[path] = sha256_file(path)
             return cache[path]
 
         result: dict[str, Any] = {}
@@ -425,7 +320,7 @@ class _Checker:
                     mismatches += 1
                 self.tick(index, len(manifest_files), "checking manifest checksums")
             listed = set(manifest_files)
-            present = {f"{self.layout.prefix}{p}" for p in _files_under(self.layout.widerface)}
+            present = {f"{self.layout.prefix}{p}" for p in files_under(self.layout.widerface)}
             for rel in sorted(present - listed):
                 self.warn("manifest", rel, "present but not listed in manifest.json")
             result["manifest"] = {"path": self.rel(self.layout.manifest) if self.layout.manifest else None,
@@ -454,20 +349,6 @@ def _mat_str(cell: Any) -> str:
     """A MATLAB string cell (``array(['name'], dtype='<U..')``) as str."""
     arr = np.asarray(cell).reshape(-1)
     return str(arr[0]) if arr.size else ""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _files_under(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def verify(
@@ -530,5 +411,3 @@ def verify(
                 len(report.problems), len(report.warnings), report.elapsed_s)
     return report
 
-
-__all__ = ["Problem", "VerifyError", "VerifyReport", "verify", "write_report"]
