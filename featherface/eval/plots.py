@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from featherface.eval.widerface import WiderResult
+from featherface.utils.figures import new_figure, save_png
+from featherface.utils.io import write_text_atomic
 
 __all__ = ["PR_CSV_DIR", "plot_pr_curves", "write_pr_csv"]
 
@@ -48,8 +47,7 @@ def plot_pr_curves(
         raise ValueError("plot_pr_curves needs at least one result")
     first = next(iter(results.values()))
     settings = first.settings
-    fig = Figure(figsize=(4.2 * len(settings), 4.2), dpi=dpi)
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.2 * len(settings), 4.2, dpi)
     axes = fig.subplots(1, len(settings), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, setting in zip(axes, settings):
@@ -68,17 +66,7 @@ def plot_pr_curves(
         title = f"WIDER FACE val: {first.num_images} of {first.num_images_total} images"
     fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, out_png)
 
 
 def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -86,8 +74,6 @@ def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[P
     ``recall``, ``precision``; thresholds without a proposal, which have no precision, are left out): the data of
     ``dvc plots``. Each file is written through a temporary file and a rename. Returns the paths, in setting order.
     """
-    from featherface.utils.provenance import atomic_write_text
-
     paths = []
     for setting in result.settings:
         curve = result.pr_curves[setting]
@@ -95,6 +81,6 @@ def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[P
         lines += [f"{t:.4f},{r:.6f},{p:.6f}" for t, r, p in zip(curve.thresholds, curve.recall, curve.precision)
                   if not math.isnan(p)]
         path = Path(out_dir) / f"{setting}.csv"
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         paths.append(path)
     return paths

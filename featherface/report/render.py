@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import yaml
+
 from featherface.analysis.render import TABLE_LEGEND, attention_table, criterion_note, run_description
 from featherface.report.inputs import OPTIONAL_STAGES, SETTINGS, STAGE_FILES, Stage, entropy_columns, predict_model
 
@@ -82,8 +84,7 @@ def _code_line(record: Mapping[str, Any]) -> str:
 
 
 def _yaml(data: Any) -> str:
-    import yaml
-
+    """``data`` as block YAML (keys in their order, short lists inline), for the provenance parameters."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110).rstrip()
 
 
@@ -295,7 +296,7 @@ def _comparison(stages: Mapping[str, Stage], result: Mapping[str, Any], model: s
     detectors = refs.main()["detectors"]
     if not detectors:
         return ["**Compared with**: no reference detectors (the references: section lists none)."]
-    lines = [f"**Compared with** reference detectors run by the `references` stage over the same val images with the "
+    lines = ["**Compared with** reference detectors run by the `references` stage over the same val images with the "
              "same protocol (their weights were not trained by this pipeline):", ""]
     rows = [(f"`{model or 'this run'}` (this pipeline's model)", *(percent(result["ap"][s]) for s in SETTINGS),
              result["num_images"], "`score` stage")]
