@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from featherface.eval.widerface import WiderResult
+from featherface.eval.results import WiderResult
 from featherface.utils.figures import new_figure, save_png
 from featherface.utils.io import write_text_atomic
 

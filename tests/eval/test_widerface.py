@@ -10,19 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featherface.eval.plots import plot_pr_curves
+from featherface.eval.plots import plot_pr_curves, write_pr_csv
 from featherface.eval.prediction_files import PredictionFileError, write_prediction_folder
-from featherface.eval.widerface import (
-    GT_FILES,
-    GroundTruthImage,
-    WiderGroundTruth,
-    WiderResult,
-    evaluate,
-    evaluate_folder,
-    load_ground_truth,
-    score_thresholds,
-    voc_ap,
-)
+from featherface.eval.ground_truth import GT_FILES, GroundTruthImage, WiderGroundTruth, load_ground_truth
+from featherface.eval.results import PRCurve, WiderResult
+from featherface.eval.widerface import evaluate, evaluate_folder, score_thresholds, voc_ap
 
 GOLDEN_SETS = ("full_jitter", "full_dup", "dev_jitter")
 
@@ -379,9 +371,6 @@ def test_golden_from_the_mat_folder(golden_dir: Path, widerface_dir: Path, tmp_p
 
 
 def test_pr_curves_as_csv_for_dvc_plots(tmp_path: Path) -> None:
-    from featherface.eval.plots import write_pr_csv
-    from featherface.eval.widerface import PRCurve, WiderResult
-
     curve = PRCurve(thresholds=np.array([0.9, 0.5, 0.1]), proposals=np.array([0, 2, 4]),
                     recalled=np.array([0, 1, 3]), precision=np.array([np.nan, 0.5, 0.75]),
                     recall=np.array([0.0, 0.25, 0.75]))
