@@ -112,7 +112,7 @@ def capture_attentions(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str,
     """The attentions of every ODConv2d in ``model`` during one forward of ``x`` (B, 3, H, W).
 
     Runs in eval mode (BatchNorm on running statistics; the model's mode is restored) with dynamic attentions:
-    a forward pre-hook evaluates each module's :meth:`~featherface.nn.odconv.AttentionBranch.logits` on the input
+    a forward pre-hook evaluates each module's :meth:`~featherface.nn.odconv_branch.AttentionBranch.logits` on the input
     that module receives.
 
     Returns:
