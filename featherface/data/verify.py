@@ -41,15 +41,13 @@ from featherface.data.labels import count_faces, drop_degenerate_boxes, scan_lab
 from featherface.data.layout import files_under, list_images
 from featherface.data.sources import OFFICIAL_LAYOUT_SHA256, PRETRAIN_LAYOUT_PATH, VAL_MAT_FILES
 from featherface.data.verify_report import Problem, VerifyError, VerifyReport, write_report
+from featherface.eval.ground_truth import GT_FILES, SETTINGS, mat_string
 from featherface.utils.io import ProgressCallback, sha256_file
 
 # The stage's API: `verify` and the report types it returns (defined in featherface.data.verify_report).
 __all__ = ["Problem", "VerifyError", "VerifyReport", "verify", "write_report"]
 
 logger = logging.getLogger(__name__)
-
-SETTINGS = ("easy", "medium", "hard")
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -198,7 +196,7 @@ class _Checker:
 
     def ground_truth(self, val: list[str]) -> None:
         val_dir = self.layout.widerface / "val"
-        face_path = val_dir / "wider_face_val.mat"
+        face_path = val_dir / GT_FILES["face"]
         if not face_path.is_file():
             self.report.skipped.append("val ground-truth lookup: wider_face_val.mat is missing")
             return
@@ -226,7 +224,7 @@ class _Checker:
             self.problem("mat", face_path, f"event_list {events_arr.shape}, file_list {files_arr.shape} and "
                          f"face_bbx_list {boxes_arr.shape} should all be (E, 1)")
             return
-        events = [_mat_str(events_arr[i, 0]) for i in range(n_events)]
+        events = [mat_string(events_arr[i, 0]) for i in range(n_events)]
         index: dict[tuple[str, str], tuple[int, int]] = {}
         for e in range(n_events):
             names, boxes = files_arr[e, 0], boxes_arr[e, 0]
@@ -235,11 +233,11 @@ class _Checker:
                              f"event {events[e]!r}: {names.shape[0]} files but {boxes.shape[0]} box lists")
                 return
             for j in range(names.shape[0]):
-                index[(events[e], _mat_str(names[j, 0]))] = (e, j)
+                index[(events[e], mat_string(names[j, 0]))] = (e, j)
 
         settings: dict[str, Any] = {}
         for setting in SETTINGS:
-            path = val_dir / f"wider_{setting}_val.mat"
+            path = val_dir / GT_FILES[setting]
             if not path.is_file():
                 continue
             mat = load(path, ("gt_list",))
@@ -254,7 +252,7 @@ class _Checker:
             if bad:
                 self.problem("mat", path, f"gt_list lengths differ from file_list for events {bad[:3]}")
                 continue
-            if "event_list" in mat and [_mat_str(mat["event_list"][i, 0]) for i in range(n_events)] != events:
+            if "event_list" in mat and [mat_string(mat["event_list"][i, 0]) for i in range(n_events)] != events:
                 self.problem("mat", path, "event_list differs from wider_face_val.mat")
                 continue
             settings[setting] = gt
@@ -282,7 +280,7 @@ class _Checker:
             for setting, gt in settings.items():
                 keep = np.asarray(gt[e, 0][j, 0]).reshape(-1)
                 if keep.size and (keep.min() < 1 or keep.max() > n_boxes):
-                    self.problem("mat", f"{self.layout.prefix}val/wider_{setting}_val.mat",
+                    self.problem("mat", f"{self.layout.prefix}val/{GT_FILES[setting]}",
                                  f"{key[0]}/{key[1]}: gt_list indices outside 1..{n_boxes}")
                 c[f"val_faces_{setting}"] += int(keep.size)
 
@@ -343,12 +341,6 @@ class _Checker:
                 self.problem("checksum-official", path, f"sha256 {actual} is not the official file's ({expected})")
         result["official"] = official
         self.report.checksums = result
-
-
-def _mat_str(cell: Any) -> str:
-    """A MATLAB string cell (``array(['name'], dtype='<U..')``) as str."""
-    arr = np.asarray(cell).reshape(-1)
-    return str(arr[0]) if arr.size else ""
 
 
 def verify(

@@ -18,7 +18,7 @@ import scipy.io
 
 from featherface.eval.prediction_files import prediction_key
 
-__all__ = ["FACE_FILE", "GT_FILES", "SETTINGS", "GroundTruthImage", "WiderGroundTruth", "load_ground_truth"]
+__all__ = ["FACE_FILE", "GT_FILES", "SETTINGS", "GroundTruthImage", "WiderGroundTruth", "load_ground_truth", "mat_string"]
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,11 @@ class WiderGroundTruth:
         return {s: int(c.sum()) for s, c in self.listed_count.items()}
 
 
-def _cell_str(cell: Any) -> str:
-    """A MATLAB char array (as loadmat returns it inside a cell) as a Python string."""
-    return str(np.asarray(cell).reshape(-1)[0])
+def mat_string(cell: Any) -> str:
+    """A MATLAB char array as ``loadmat`` returns it inside a cell (``array(['name'], dtype='<U..')``) as a
+    Python string; ``""`` for an empty one."""
+    arr = np.asarray(cell).reshape(-1)
+    return str(arr[0]) if arr.size else ""
 
 
 def _loadmat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
@@ -153,8 +155,8 @@ def _loadmat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
 
 def _mat_names(mat: Mapping[str, Any], path: Path) -> tuple[list[str], list[list[str]]]:
     """Events and per-event image names of one official .mat file."""
-    events = [_cell_str(e[0]) for e in mat["event_list"]]
-    files = [[_cell_str(f[0]) for f in mat["file_list"][i][0]] for i in range(len(events))]
+    events = [mat_string(e[0]) for e in mat["event_list"]]
+    files = [[mat_string(f[0]) for f in mat["file_list"][i][0]] for i in range(len(events))]
     if len(mat["file_list"]) != len(events):
         raise ValueError(f"{path}: event_list and file_list disagree in length")
     return events, files

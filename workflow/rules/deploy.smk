@@ -69,7 +69,7 @@ rule benchmark:
 
 rule report:
     input:
-        code=py_files("featherface/report") + ["featherface/utils/provenance.py"],
+        code=py_files("featherface/report") + ["featherface/utils/provenance.py", "featherface/utils/figures.py"],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],
         validate=["results/validate/report.json", "results/validate/provenance.json"],
