@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from featherface.eval.results import WiderResult
+from featherface.eval.results import WiderResult, percent
 from featherface.utils.figures import new_figure, save_png
 from featherface.utils.io import write_text_atomic
 
@@ -17,10 +17,6 @@ __all__ = ["PR_CSV_DIR", "plot_pr_curves", "write_pr_csv"]
 
 #: The folder (inside an output folder) of the PR curves as CSV: ``<setting>.csv``.
 PR_CSV_DIR = "pr"
-
-
-def _fmt_ap(ap: float) -> str:
-    return "n/a" if math.isnan(ap) else f"{100 * ap:.2f}"
 
 
 def plot_pr_curves(
@@ -54,7 +50,7 @@ def plot_pr_curves(
         for label, result in results.items():
             curve = result.pr_curves[setting]
             keep = ~np.isnan(curve.precision)  # thresholds with no proposal have no precision
-            ax.plot(curve.recall[keep], curve.precision[keep], lw=1.5, label=f"{label} ({_fmt_ap(result.ap[setting])})")
+            ax.plot(curve.recall[keep], curve.precision[keep], lw=1.5, label=f"{label} ({percent(result.ap[setting])})")
         ax.set_title(setting.capitalize())
         ax.set_xlabel("recall")
         ax.set_xlim(0.0, 1.0)

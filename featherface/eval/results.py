@@ -12,7 +12,12 @@ import numpy as np
 
 from featherface.eval.ground_truth import SETTINGS
 
-__all__ = ["PRCurve", "WiderResult"]
+__all__ = ["PRCurve", "WiderResult", "percent"]
+
+
+def percent(value: float | None) -> str:
+    """A fraction (an AP) as a percentage with two decimals (``"n/a"`` for ``None`` or NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from featherface.analysis.render import TABLE_LEGEND, attention_table, criterion_note, run_description
+from featherface.eval.results import percent
 from featherface.report.inputs import OPTIONAL_STAGES, SETTINGS, STAGE_FILES, Stage, entropy_columns, predict_model
 
-__all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "percent", "render_markdown", "render_provenance"]
+__all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "render_markdown", "render_provenance"]
 
 #: The report's file name inside its output folder.
 REPORT_FILE = "report.md"
@@ -31,11 +32,6 @@ PARITY_TOLERANCE = 1e-3
 MAX_EPOCH_ROWS = 12
 _BACKEND_LABELS = {"torch": "PyTorch eager", "ort": "ORT fp32", "e2e": "end-to-end",
                    "e2e_original": "end-to-end, original size"}
-
-
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with two decimals (``"n/a"`` for ``None`` or NaN)."""
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
 def _int(value: Any) -> str:
