@@ -204,6 +204,7 @@ def _check_file(source: Source, path: Path, progress: ProgressCallback | None) -
 
 
 def _move_aside(path: Path) -> Path:
+    """Rename a bad file to ``<name>.bad`` (kept for inspection, out of the way of the next download)."""
     bad = path.with_name(path.name + ".bad")
     os.replace(path, bad)
     return bad
@@ -244,6 +245,7 @@ def fetch_source(
 
 
 def _safe_relative(name: str) -> PurePosixPath | None:
+    """An archive member name as a relative path, or None when it would escape the destination."""
     pure = PurePosixPath(name)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         return None
@@ -323,6 +325,7 @@ def extract_source(
 
 
 def _extract_zip(record: ArchiveRecord, tmp: Path, progress: ProgressCallback | None) -> None:
+    """Write the members the source's rules select into ``tmp/<rule.dest>``; a bad zip is moved aside."""
     source = record.source
     try:
         with zipfile.ZipFile(record.path) as archive:

@@ -82,6 +82,7 @@ class PlannedFile:
 
 
 def _identical(planned: PlannedFile, existing: Path) -> bool:
+    """Whether the file at `existing` already holds what `planned` would write."""
     if not existing.is_file():
         return False
     if planned.data is not None:
@@ -92,6 +93,8 @@ def _identical(planned: PlannedFile, existing: Path) -> bool:
 
 
 def _materialize(planned: PlannedFile, target: Path, link: bool) -> None:
+    """Create `target` from `planned`: its bytes, or its source hard-linked (`link`; a copy when that fails)
+    or copied."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if planned.data is not None:
         target.write_bytes(planned.data)

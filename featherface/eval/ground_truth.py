@@ -18,7 +18,15 @@ import scipy.io
 
 from featherface.eval.prediction_files import prediction_key
 
-__all__ = ["FACE_FILE", "GT_FILES", "SETTINGS", "GroundTruthImage", "WiderGroundTruth", "load_ground_truth", "mat_string"]
+__all__ = [
+    "FACE_FILE",
+    "GT_FILES",
+    "SETTINGS",
+    "GroundTruthImage",
+    "WiderGroundTruth",
+    "load_ground_truth",
+    "mat_string",
+]
 
 log = logging.getLogger(__name__)
 
