@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from featherface.eval.prediction_files import write_prediction_folder  # noqa: E402
-from featherface.eval.widerface import evaluate, evaluate_folder, load_ground_truth  # noqa: E402
+from featherface.eval.ground_truth import load_ground_truth  # noqa: E402
+from featherface.eval.widerface import evaluate, evaluate_folder  # noqa: E402
 
 SETTINGS = ("easy", "medium", "hard")
 

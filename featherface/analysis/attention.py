@@ -34,15 +34,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from featherface.analysis.plots import draw_attention_plots
 from featherface.analysis.render import KERNEL_ENTROPY_CRITERION, OUTPUT_FILES, render_markdown
+from featherface.inference.images import list_images, read_image, resize_long_side, to_tensor
+from featherface.models.checkpoints import load_checkpoint, load_trained_model
 from featherface.nn.odconv import ODConv2d
 from featherface.train.metrics import binary_entropy, categorical_entropy, odconv_inputs, odconv_modules
+from featherface.utils.io import ProgressCallback, atomic_target, write_json_atomic, write_text_atomic
 
 __all__ = [
     "DEFAULT_MAX_IMAGES",
@@ -97,8 +101,6 @@ def network_inputs(paths: Iterable[str | os.PathLike[str]], long_side: int | Non
                    device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
     """Each image as a network input (1, 3, H, W): BGR minus the mean, resized so its longer side is
     ``long_side`` pixels (``None``: original size), as :class:`featherface.inference.detector.FaceDetector` prepares it."""
-    from featherface.inference.images import read_image, resize_long_side, to_tensor
-
     for path in paths:
         image, _ = resize_long_side(read_image(path), long_side)
         yield to_tensor(image).unsqueeze(0).to(device)
@@ -110,7 +112,7 @@ def capture_attentions(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str,
     """The attentions of every ODConv2d in ``model`` during one forward of ``x`` (B, 3, H, W).
 
     Runs in eval mode (BatchNorm on running statistics; the model's mode is restored) with dynamic attentions:
-    a forward pre-hook evaluates each module's :meth:`~featherface.nn.odconv.AttentionBranch.logits` on the input
+    a forward pre-hook evaluates each module's :meth:`~featherface.nn.odconv_branch.AttentionBranch.logits` on the input
     that module receives.
 
     Returns:
@@ -137,7 +139,7 @@ def capture_attentions(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str,
 
 
 def collect_attentions(model: nn.Module, inputs: Iterable[torch.Tensor],
-                       progress: Callable[[int, int | None, str], None] | None = None,
+                       progress: ProgressCallback | None = None,
                        total: int | None = None) -> Values:
     """Per-image attentions of every ODConv2d: ``{module: {head: (images, elements) float64 array or None}}``.
 
@@ -277,7 +279,7 @@ class AttentionAnalysis:
 
 def analyze_attention(model: nn.Module, images: Sequence[str | os.PathLike[str]], *, long_side: int | None = 640,
                       device: str | torch.device = "cpu", meta: Mapping[str, Any] | None = None,
-                      progress: Callable[[int, int | None, str], None] | None = None) -> AttentionAnalysis:
+                      progress: ProgressCallback | None = None) -> AttentionAnalysis:
     """Run ``model`` over ``images`` (one at a time) and summarise every ODConv2d's attentions.
 
     Args:
@@ -299,7 +301,7 @@ def analyze_attention(model: nn.Module, images: Sequence[str | os.PathLike[str]]
 def analyze_folder(weights: str | os.PathLike[str], images_dir: str | os.PathLike[str], *, model: str | None = None,
                    max_images: int | None = DEFAULT_MAX_IMAGES, long_side: int | None = 640,
                    device: str | torch.device = "cpu",
-                   progress: Callable[[int, int | None, str], None] | None = None) -> AttentionAnalysis:
+                   progress: ProgressCallback | None = None) -> AttentionAnalysis:
     """:func:`analyze_attention` of a trained model over (up to ``max_images`` of) the images under a folder.
 
     Args:
@@ -312,9 +314,6 @@ def analyze_folder(weights: str | os.PathLike[str], images_dir: str | os.PathLik
     Raises:
         FileNotFoundError: no such weights file or folder; ValueError: no images, or no ODConv2d in the model.
     """
-    from featherface.inference.images import list_images
-    from featherface.models.checkpoints import load_checkpoint, load_trained_model
-
     folder = Path(images_dir)
     available = list_images(folder)
     if not available:
@@ -334,19 +333,15 @@ def write_analysis(analysis: AttentionAnalysis, out_dir: str | os.PathLike[str])
     Returns:
         ``{key: path}`` of every file written (``json``, ``markdown``, ``values`` and the plot keys).
     """
-    from featherface.analysis.plots import draw_attention_plots
-    from featherface.utils.provenance import atomic_write_text, write_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = draw_attention_plots(analysis.summary, analysis.values, out)
-    write_json(out / OUTPUT_FILES["json"], analysis.summary)
-    atomic_write_text(out / OUTPUT_FILES["markdown"], render_markdown(analysis.summary, plots))
+    write_json_atomic(out / OUTPUT_FILES["json"], analysis.summary)
+    write_text_atomic(out / OUTPUT_FILES["markdown"], render_markdown(analysis.summary, plots))
     arrays = {f"{name}/{head}": array.astype(np.float32) for name, heads in analysis.values.items()
               for head, array in heads.items() if array is not None}
-    tmp = out / f".{OUTPUT_FILES['values']}.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out / OUTPUT_FILES["values"])
+    with atomic_target(out / OUTPUT_FILES["values"], suffix=".npz") as tmp:  # savez adds .npz to other names
+        np.savez_compressed(tmp, **arrays)
     written = {key: out / name for key, name in OUTPUT_FILES.items()}
     written.update({key: out / name for key, name in plots.items()})
     return written

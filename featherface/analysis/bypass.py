@@ -26,7 +26,10 @@ import torch
 from torch import nn
 
 from featherface.analysis.attention import capture_attentions
+from featherface.nn.cbam import CBAM
+from featherface.nn.eca_sam import ECASAM
 from featherface.nn.odconv import ODConv2d, ODConvAttentions
+from featherface.nn.odconv_attention import ODConvAttention
 from featherface.train.metrics import odconv_modules
 
 __all__ = [
@@ -38,12 +41,8 @@ __all__ = [
 ]
 
 
-def _block_types() -> tuple[type[nn.Module], ...]:
-    from featherface.nn.cbam import CBAM
-    from featherface.nn.eca_sam import ECASAM
-    from featherface.nn.odconv_attention import ODConvAttention
-
-    return (ODConvAttention, CBAM, ECASAM)
+#: The attention blocks FeatherFace variants insert (each a residual around its attention, so bypassable).
+_BLOCK_TYPES: tuple[type[nn.Module], ...] = (ODConvAttention, CBAM, ECASAM)
 
 
 @dataclass
@@ -80,7 +79,7 @@ class BypassReport:
 
 def attention_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The attention blocks of ``model`` (ODConvAttention, CBAM, ECASAM), outermost only, in module order."""
-    types = _block_types()
+    types = _BLOCK_TYPES
     found: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(outer + ".") for outer, _ in found):

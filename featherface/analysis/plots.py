@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from featherface.analysis.render import ATTENTION_PLOT_FILES
-from featherface.report.plots import _new_figure, _save_png
+from featherface.utils.figures import new_figure, save_png
 
 __all__ = ["ATTENTION_PLOT_FILES", "draw_attention_plots", "plot_distributions", "plot_kernel_selection",
            "plot_spatial_maps"]
@@ -33,9 +33,26 @@ def _short(name: str) -> str:
     return name[: -len(".conv")] if name.endswith(".conv") else name
 
 
-def _grid(count: int, columns: int) -> tuple[int, int]:
+def _modules_with(summary: Mapping[str, Any], head: str) -> list[Mapping[str, Any]]:
+    """The module entries of ``summary`` whose ``head`` was computed (not skipped)."""
+    return [m for m in summary["modules"] if "skipped" not in m["heads"][head]]
+
+
+def _module_panels(count: int, columns: int, panel_size: tuple[float, float], margin: tuple[float, float],
+                   dpi: int) -> tuple[Any, np.ndarray]:
+    """A figure with one panel per module on a grid of at most ``columns`` columns, and its first ``count`` axes
+    (the unused cells of the last row are hidden).
+
+    Args:
+        panel_size: (width, height) of one panel, inches; margin: inches added to the figure's (width, height).
+    """
     cols = min(count, columns)
-    return math.ceil(count / cols), cols
+    rows = math.ceil(count / cols)
+    fig = new_figure(panel_size[0] * cols + margin[0], panel_size[1] * rows + margin[1], dpi)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
 
 
 def plot_distributions(values: Mapping[str, Mapping[str, np.ndarray | None]], out_png: str | os.PathLike[str],
@@ -47,7 +64,7 @@ def plot_distributions(values: Mapping[str, Mapping[str, np.ndarray | None]], ou
         out_png: the PNG to write.
     """
     names = list(values)
-    fig = _new_figure(max(8.0, 2.0 + 0.55 * len(names)), 7.5, dpi)
+    fig = new_figure(max(8.0, 2.0 + 0.55 * len(names)), 7.5, dpi)
     axes = fig.subplots(2, 2).ravel()
     for ax, head in zip(axes, _HEADS):
         present = [(name, np.asarray(values[name][head]).ravel()) for name in names if values[name][head] is not None]
@@ -67,7 +84,7 @@ def plot_distributions(values: Mapping[str, Mapping[str, np.ndarray | None]], ou
     fig.suptitle("ODConv attention values per module (box: quartiles, whiskers: 1st-99th percentile)",
                  fontsize="medium")
     fig.tight_layout()
-    return _save_png(fig, Path(out_png))
+    return save_png(fig, out_png)
 
 
 def plot_kernel_selection(summary: Mapping[str, Any], out_png: str | os.PathLike[str], dpi: int = 110) -> Path:
@@ -76,12 +93,10 @@ def plot_kernel_selection(summary: Mapping[str, Any], out_png: str | os.PathLike
     Raises:
         ValueError: no module of ``summary`` has a kernel head.
     """
-    modules = [m for m in summary["modules"] if "skipped" not in m["heads"]["kernel"]]
+    modules = _modules_with(summary, "kernel")
     if not modules:
         raise ValueError("plot_kernel_selection: no module has more than one kernel")
-    rows, cols = _grid(len(modules), 4)
-    fig = _new_figure(3.0 * cols, 2.8 * rows, dpi)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _module_panels(len(modules), 4, (3.0, 2.8), (0.0, 0.0), dpi)
     for ax, m in zip(axes, modules):
         kernel = m["heads"]["kernel"]
         n = len(kernel["mean"])
@@ -94,12 +109,10 @@ def plot_kernel_selection(summary: Mapping[str, Any], out_png: str | os.PathLike
         ax.set_title(f"{_short(m['name'])}\nH {kernel['entropy']:.3f} of ln {n} = {kernel['entropy_max']:.3f}",
                      fontsize="small")
         ax.grid(True, axis="y", alpha=0.3)
-    for ax in axes[len(modules):]:
-        ax.set_visible(False)
     axes[0].legend(fontsize="x-small")
     fig.suptitle(f"Kernel selection over {summary['images']} images", fontsize="medium")
     fig.tight_layout()
-    return _save_png(fig, Path(out_png))
+    return save_png(fig, out_png)
 
 
 def plot_spatial_maps(summary: Mapping[str, Any], out_png: str | os.PathLike[str], dpi: int = 110) -> Path:
@@ -108,7 +121,7 @@ def plot_spatial_maps(summary: Mapping[str, Any], out_png: str | os.PathLike[str
     Raises:
         ValueError: no module of ``summary`` has a spatial head.
     """
-    modules = [m for m in summary["modules"] if "skipped" not in m["heads"]["spatial"]]
+    modules = _modules_with(summary, "spatial")
     if not modules:
         raise ValueError("plot_spatial_maps: no module has a spatial head")
     grids = [np.asarray(m["heads"]["spatial"]["mean"], dtype=float).reshape(m["kernel_size"], m["kernel_size"])
@@ -117,9 +130,7 @@ def plot_spatial_maps(summary: Mapping[str, Any], out_png: str | os.PathLike[str
     high = max(float(g.max()) for g in grids)
     if high - low < 1e-6:
         low, high = low - 0.01, high + 0.01
-    rows, cols = _grid(len(modules), 5)
-    fig = _new_figure(2.3 * cols + 1.0, 2.5 * rows + 0.4, dpi)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _module_panels(len(modules), 5, (2.3, 2.5), (1.0, 0.4), dpi)
     image = None
     middle = (low + high) / 2
     for ax, m, grid in zip(axes, modules, grids):
@@ -130,13 +141,11 @@ def plot_spatial_maps(summary: Mapping[str, Any], out_png: str | os.PathLike[str
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(_short(m["name"]), fontsize="small")
-    for ax in axes[len(modules):]:
-        ax.set_visible(False)
     fig.suptitle(f"Spatial attention (k x k), mean over {summary['images']} images", fontsize="medium")
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     bar_ax = fig.add_axes((0.92, 0.15, 0.02, 0.7))
     fig.colorbar(image, cax=bar_ax, format="%.2f")
-    return _save_png(fig, Path(out_png))
+    return save_png(fig, out_png)
 
 
 def draw_attention_plots(summary: Mapping[str, Any], values: Mapping[str, Mapping[str, np.ndarray | None]],
@@ -146,11 +155,10 @@ def draw_attention_plots(summary: Mapping[str, Any], values: Mapping[str, Mappin
     out = Path(out_dir)
     drawn = {"distributions": ATTENTION_PLOT_FILES["distributions"]}
     plot_distributions(values, out / drawn["distributions"])
-    modules = summary["modules"]
-    if any("skipped" not in m["heads"]["kernel"] for m in modules):
+    if _modules_with(summary, "kernel"):
         drawn["kernel_selection"] = ATTENTION_PLOT_FILES["kernel_selection"]
         plot_kernel_selection(summary, out / drawn["kernel_selection"])
-    if any("skipped" not in m["heads"]["spatial"] for m in modules):
+    if _modules_with(summary, "spatial"):
         drawn["spatial_maps"] = ATTENTION_PLOT_FILES["spatial_maps"]
         plot_spatial_maps(summary, out / drawn["spatial_maps"])
     for key, name in ATTENTION_PLOT_FILES.items():

@@ -20,7 +20,7 @@ import cv2
 
 from featherface.data.dataset import read_image
 from featherface.data.labels import label_file_blocks
-from featherface.utils.provenance import atomic_write_text
+from featherface.utils.io import write_text_atomic
 
 __all__ = ["PackSummary", "pack_train_folders", "scale_face_line"]
 
@@ -98,7 +98,7 @@ def pack_train_folders(folders: Sequence[str | Path], out: str | Path, max_side:
             header, *faces = block.splitlines(keepends=True)
             labels.append(header if header.endswith("\n") else header + "\n")
             labels.extend(scale_face_line(line, factor) for line in faces if line.strip())
-    atomic_write_text(staging / "label.txt", "".join(labels))
+    write_text_atomic(staging / "label.txt", "".join(labels))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     log.info("pack: %d images (%d downscaled), %.1f MB, into %s", summary.images, summary.downscaled,

@@ -55,10 +55,6 @@ class Extract:
     member: str
     dest: str
 
-    @property
-    def is_folder(self) -> bool:
-        return self.member.endswith("/")
-
 
 @dataclass(frozen=True)
 class Source:
@@ -89,10 +85,6 @@ class Source:
     size: int | None = None
     layout_sha256: tuple[tuple[str, str], ...] = ()
     reference: str = ""
-
-    @property
-    def has_checksum(self) -> bool:
-        return self.md5 is not None or self.sha256 is not None
 
 
 #: sha256 of official files as they sit in the layout (relative to the data root). Measured by this
@@ -196,16 +188,3 @@ SOURCES: tuple[Source, ...] = (
     RETINAFACE_LABELS,
     MOBILENET_PRETRAIN,
 )
-
-
-
-def get_source(name: str) -> Source:
-    """The source called `name`.
-
-    Raises:
-        KeyError: naming the known sources.
-    """
-    for source in SOURCES:
-        if source.name == name:
-            return source
-    raise KeyError(f"unknown source {name!r}; known: {[s.name for s in SOURCES]}")

@@ -15,7 +15,8 @@ Checks, each reported as a `Problem` (fails the stage) or a warning:
 
 `verify` accepts either a download root (holding ``widerface/``, ``weights/`` and ``manifest.json``) or a
 bare WIDER FACE folder (holding ``train/`` and ``val/``, e.g. ``../shared/data/widerface``); with a bare
-folder the weights are checked only when given explicitly.
+folder the weights are checked only when given explicitly. The findings and their JSON file are
+:mod:`featherface.data.verify_report`.
 """
 
 from __future__ import annotations
@@ -26,133 +27,27 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import cv2
 import numpy as np
+from scipy.io import loadmat
 
 from featherface.config import VerifyConfig
-from featherface.data.download import MANIFEST_NAME, ProgressCallback, list_images
+from featherface.data.download import MANIFEST_NAME
 from featherface.data.labels import count_faces, drop_degenerate_boxes, scan_label_file
+from featherface.data.layout import files_under, list_images
 from featherface.data.sources import OFFICIAL_LAYOUT_SHA256, PRETRAIN_LAYOUT_PATH, VAL_MAT_FILES
-from featherface.utils.provenance import atomic_write_text
+from featherface.data.verify_report import Problem, VerifyError, VerifyReport, write_report
+from featherface.eval.ground_truth import GT_FILES, SETTINGS, mat_string
+from featherface.utils.io import ProgressCallback, sha256_file
+
+# The stage's API: `verify` and the report types it returns (defined in featherface.data.verify_report).
+__all__ = ["Problem", "VerifyError", "VerifyReport", "verify", "write_report"]
 
 logger = logging.getLogger(__name__)
-
-SETTINGS = ("easy", "medium", "hard")
-#: How many problems the `VerifyError` message names.
-MESSAGE_PROBLEMS = 5
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding.
-
-    Also readable like the report's JSON dicts: ``problem["path"]``, ``problem.get("line")``.
-
-    Attributes:
-        kind: a short category (``missing``, ``count``, ``checksum``, ``corrupt-image``, ``label``,
-            ``missing-image``, ``unlabelled-image``, ``mat``, ``val-not-in-gt``, ``manifest``...).
-        path: the file concerned, relative to the data root when inside it.
-        message: what is wrong.
-        line: the 1-based line number for problems inside a text file.
-    """
-
-    kind: str
-    path: str
-    message: str
-    line: int | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        """Dict-style access (``problem["path"]``), as in the JSON report; a missing line is a KeyError."""
-        value = self.to_dict()
-        return value[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style ``get``, as in the JSON report (``line`` is absent when None)."""
-        return self.to_dict().get(key, default)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "path": self.path}
-        if self.line is not None:
-            out["line"] = self.line
-        out["message"] = self.message
-        return out
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.message} [{self.kind}]"
-
-
-@dataclass
-class VerifyReport:
-    """The outcome of `verify`.
-
-    Attributes:
-        data_root: the folder verified (absolute).
-        problems: findings that fail the stage.
-        warnings: findings worth knowing that do not fail it.
-        counts: ``train_images``, ``train_label_images``, ``train_faces``, ``train_landmarked_faces``,
-            ``train_degenerate_boxes``, ``val_images``, ``val_gt_images`` (val images found in the ground
-            truth), ``val_faces`` (their faces in ``wider_face_val.mat``), ``val_faces_{easy,medium,hard}``.
-        checksums: ``{"manifest": {...}, "official": {path: "ok" | "mismatch" | "absent"}}``.
-        skipped: checks not run, and why.
-        elapsed_s: wall time of the verification, seconds.
-    """
-
-    data_root: str
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    checksums: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no problem (warnings allowed)."""
-        return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "data_root": self.data_root,
-            "counts": self.counts,
-            "problems": [p.to_dict() for p in self.problems],
-            "warnings": [p.to_dict() for p in self.warnings],
-            "checksums": self.checksums,
-            "skipped": self.skipped,
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
-
-    def to_json(self) -> str:
-        """The report as indented JSON text."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def raise_for_problems(self) -> None:
-        """Raise `VerifyError` when the report has problems."""
-        if self.problems:
-            raise VerifyError(self)
-
-
-class VerifyError(RuntimeError):
-    """The data failed verification; `report` holds every finding, the message names the first few."""
-
-    def __init__(self, report: VerifyReport) -> None:
-        self.report = report
-        shown = "; ".join(str(p) for p in report.problems[:MESSAGE_PROBLEMS])
-        more = len(report.problems) - MESSAGE_PROBLEMS
-        suffix = f"; and {more} more" if more > 0 else ""
-        super().__init__(
-            f"data verification of {report.data_root} failed with {len(report.problems)} problem(s): {shown}{suffix}"
-        )
-
-
-def write_report(report: VerifyReport, path: str | Path) -> None:
-    """Write the report as JSON, atomically (temporary file + rename)."""
-    atomic_write_text(path, report.to_json())
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -272,7 +167,6 @@ class _Checker:
         todo = [(p, r) for p, r in zip(jobs, rels) if decode or r in want_sha]
         if not todo:
             return {}
-        import cv2  # imported here: only this check needs OpenCV
 
         def work(item: tuple[Path, str]) -> tuple[str, str | None, str | None]:
             path, rel = item
@@ -302,11 +196,10 @@ class _Checker:
 
     def ground_truth(self, val: list[str]) -> None:
         val_dir = self.layout.widerface / "val"
-        face_path = val_dir / "wider_face_val.mat"
+        face_path = val_dir / GT_FILES["face"]
         if not face_path.is_file():
             self.report.skipped.append("val ground-truth lookup: wider_face_val.mat is missing")
             return
-        from scipy.io import loadmat  # imported here: only this check needs SciPy
 
         def load(path: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
             try:
@@ -331,7 +224,7 @@ class _Checker:
             self.problem("mat", face_path, f"event_list {events_arr.shape}, file_list {files_arr.shape} and "
                          f"face_bbx_list {boxes_arr.shape} should all be (E, 1)")
             return
-        events = [_mat_str(events_arr[i, 0]) for i in range(n_events)]
+        events = [mat_string(events_arr[i, 0]) for i in range(n_events)]
         index: dict[tuple[str, str], tuple[int, int]] = {}
         for e in range(n_events):
             names, boxes = files_arr[e, 0], boxes_arr[e, 0]
@@ -340,11 +233,11 @@ class _Checker:
                              f"event {events[e]!r}: {names.shape[0]} files but {boxes.shape[0]} box lists")
                 return
             for j in range(names.shape[0]):
-                index[(events[e], _mat_str(names[j, 0]))] = (e, j)
+                index[(events[e], mat_string(names[j, 0]))] = (e, j)
 
         settings: dict[str, Any] = {}
         for setting in SETTINGS:
-            path = val_dir / f"wider_{setting}_val.mat"
+            path = val_dir / GT_FILES[setting]
             if not path.is_file():
                 continue
             mat = load(path, ("gt_list",))
@@ -359,7 +252,7 @@ class _Checker:
             if bad:
                 self.problem("mat", path, f"gt_list lengths differ from file_list for events {bad[:3]}")
                 continue
-            if "event_list" in mat and [_mat_str(mat["event_list"][i, 0]) for i in range(n_events)] != events:
+            if "event_list" in mat and [mat_string(mat["event_list"][i, 0]) for i in range(n_events)] != events:
                 self.problem("mat", path, "event_list differs from wider_face_val.mat")
                 continue
             settings[setting] = gt
@@ -387,7 +280,7 @@ class _Checker:
             for setting, gt in settings.items():
                 keep = np.asarray(gt[e, 0][j, 0]).reshape(-1)
                 if keep.size and (keep.min() < 1 or keep.max() > n_boxes):
-                    self.problem("mat", f"{self.layout.prefix}val/wider_{setting}_val.mat",
+                    self.problem("mat", f"{self.layout.prefix}val/{GT_FILES[setting]}",
                                  f"{key[0]}/{key[1]}: gt_list indices outside 1..{n_boxes}")
                 c[f"val_faces_{setting}"] += int(keep.size)
 
@@ -401,7 +294,7 @@ class _Checker:
             if not path.is_file():
                 return None
             if path not in cache:
-                cache[path] = _sha256(path)
+                cache[path] = sha256_file(path)
             return cache[path]
 
         result: dict[str, Any] = {}
@@ -425,7 +318,7 @@ class _Checker:
                     mismatches += 1
                 self.tick(index, len(manifest_files), "checking manifest checksums")
             listed = set(manifest_files)
-            present = {f"{self.layout.prefix}{p}" for p in _files_under(self.layout.widerface)}
+            present = {f"{self.layout.prefix}{p}" for p in files_under(self.layout.widerface)}
             for rel in sorted(present - listed):
                 self.warn("manifest", rel, "present but not listed in manifest.json")
             result["manifest"] = {"path": self.rel(self.layout.manifest) if self.layout.manifest else None,
@@ -448,26 +341,6 @@ class _Checker:
                 self.problem("checksum-official", path, f"sha256 {actual} is not the official file's ({expected})")
         result["official"] = official
         self.report.checksums = result
-
-
-def _mat_str(cell: Any) -> str:
-    """A MATLAB string cell (``array(['name'], dtype='<U..')``) as str."""
-    arr = np.asarray(cell).reshape(-1)
-    return str(arr[0]) if arr.size else ""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _files_under(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def verify(
@@ -530,5 +403,3 @@ def verify(
                 len(report.problems), len(report.warnings), report.elapsed_s)
     return report
 
-
-__all__ = ["Problem", "VerifyError", "VerifyReport", "verify", "write_report"]

@@ -45,7 +45,7 @@ def wider_ap(
 ) -> ModelAccuracy:
     """AP of ``detector`` on the images under ``images_dir`` (``<event>/<name>.jpg``; the first ``limit`` in
     sorted order when given) against the ground truth ``gt`` (a folder with the four ``wider_*_val.mat`` files,
-    or a loaded :class:`~featherface.eval.widerface.WiderGroundTruth`).
+    or a loaded :class:`~featherface.eval.ground_truth.WiderGroundTruth`).
 
     Raises:
         FileNotFoundError: no such folder, or no images in it.

@@ -610,7 +610,7 @@ def _measure_torch_and_e2e(entries: list[_Entry], cfg: BenchmarkConfig, image: n
 def _measure_accuracy(entries: list[_Entry], cfg: BenchmarkConfig, notes: list[str]) -> list[ModelAccuracy]:
     """WIDER AP of every trained detector (ours with weights, the peers) on ``cfg.ap_images``."""
     from featherface.deploy.accuracy import wider_ap
-    from featherface.eval.widerface import load_ground_truth
+    from featherface.eval.ground_truth import load_ground_truth
     from featherface.inference.onnx import WIDER_SETTINGS
 
     gt = load_ground_truth(cfg.ap_gt)

@@ -48,7 +48,8 @@ from torchvision.ops import deform_conv2d
 from featherface.models.heads import DetectionHeads
 from featherface.nn.blocks import channel_shuffle
 from featherface.nn.deform import deform_conv2d_by_sampling
-from featherface.nn.odconv import AttentionBranch, ODConv2d
+from featherface.nn.odconv import ODConv2d
+from featherface.nn.odconv_branch import AttentionBranch
 from featherface.nn.odconv_attention import ODConvAttention
 from featherface.nn.ssh import SSH, DeformConvBN, ModulatedDeformConv2d, ODConvBN, PlainConvBN
 

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from featherface.eval.widerface import WiderResult
+from featherface.eval.results import WiderResult, percent
+from featherface.utils.figures import new_figure, save_png
+from featherface.utils.io import write_text_atomic
 
 __all__ = ["PR_CSV_DIR", "plot_pr_curves", "write_pr_csv"]
 
 #: The folder (inside an output folder) of the PR curves as CSV: ``<setting>.csv``.
 PR_CSV_DIR = "pr"
-
-
-def _fmt_ap(ap: float) -> str:
-    return "n/a" if math.isnan(ap) else f"{100 * ap:.2f}"
 
 
 def plot_pr_curves(
@@ -48,15 +43,14 @@ def plot_pr_curves(
         raise ValueError("plot_pr_curves needs at least one result")
     first = next(iter(results.values()))
     settings = first.settings
-    fig = Figure(figsize=(4.2 * len(settings), 4.2), dpi=dpi)
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.2 * len(settings), 4.2, dpi)
     axes = fig.subplots(1, len(settings), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, setting in zip(axes, settings):
         for label, result in results.items():
             curve = result.pr_curves[setting]
             keep = ~np.isnan(curve.precision)  # thresholds with no proposal have no precision
-            ax.plot(curve.recall[keep], curve.precision[keep], lw=1.5, label=f"{label} ({_fmt_ap(result.ap[setting])})")
+            ax.plot(curve.recall[keep], curve.precision[keep], lw=1.5, label=f"{label} ({percent(result.ap[setting])})")
         ax.set_title(setting.capitalize())
         ax.set_xlabel("recall")
         ax.set_xlim(0.0, 1.0)
@@ -68,17 +62,7 @@ def plot_pr_curves(
         title = f"WIDER FACE val: {first.num_images} of {first.num_images_total} images"
     fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_png(fig, out_png)
 
 
 def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -86,8 +70,6 @@ def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[P
     ``recall``, ``precision``; thresholds without a proposal, which have no precision, are left out): the data of
     ``dvc plots``. Each file is written through a temporary file and a rename. Returns the paths, in setting order.
     """
-    from featherface.utils.provenance import atomic_write_text
-
     paths = []
     for setting in result.settings:
         curve = result.pr_curves[setting]
@@ -95,6 +77,6 @@ def write_pr_csv(result: WiderResult, out_dir: str | os.PathLike[str]) -> list[P
         lines += [f"{t:.4f},{r:.6f},{p:.6f}" for t, r, p in zip(curve.thresholds, curve.recall, curve.precision)
                   if not math.isnan(p)]
         path = Path(out_dir) / f"{setting}.csv"
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        write_text_atomic(path, "\n".join(lines) + "\n")
         paths.append(path)
     return paths

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from featherface.inference.detector import to_wider_rows
 from featherface.eval.prediction_files import write_prediction_file
+from featherface.inference.detector import to_wider_rows
 from featherface.inference.images import ImageError, list_images
+from featherface.utils.io import ProgressCallback
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int | None, str], None]
 
 
 class UnreadableImageError(ValueError):

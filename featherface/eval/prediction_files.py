@@ -33,7 +33,7 @@ from typing import Mapping
 
 import numpy as np
 
-from featherface.utils.provenance import atomic_write_text
+from featherface.utils.io import write_text_atomic
 
 __all__ = [
     "PredictionFileError",
@@ -250,7 +250,7 @@ def write_prediction_file(path: str | os.PathLike[str], dets: np.ndarray) -> Pat
     if path.suffix != ".txt":
         raise ValueError(f"{path}: prediction files are named <name>.txt")
     arr = _as_detections(dets, str(path))
-    atomic_write_text(path, _format_detections(path.stem, arr))
+    write_text_atomic(path, _format_detections(path.stem, arr))
     return path
 
 
@@ -270,6 +270,6 @@ def write_prediction_folder(preds: Mapping[str, np.ndarray], out_dir: str | os.P
     for folder in {path.parent for path, _ in checked}:
         folder.mkdir(parents=True, exist_ok=True)
     for path, arr in checked:
-        atomic_write_text(path, _format_detections(path.stem, arr))
+        write_text_atomic(path, _format_detections(path.stem, arr))
     log.debug("wrote %d prediction files under %s", len(checked), root)
     return [path for path, _ in checked]

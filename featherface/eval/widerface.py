@@ -23,359 +23,49 @@ suffix minimum of each prediction's threshold index, so each curve is one ``binc
 No Python loop runs over images, predictions or thresholds.
 
 Subset evaluation: only images that have predictions take part, and only their faces count; the result
-always says how many of the ground truth's images took part.
+always says how many of the ground truth's images took part. The ground truth (the official ``.mat`` files)
+is read by :mod:`featherface.eval.ground_truth`; the result types are :mod:`featherface.eval.results`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
-import scipy.io
 
+from featherface.eval.ground_truth import WiderGroundTruth, load_ground_truth
 from featherface.eval.prediction_files import (
     PredictionFileError,
     check_detections,
-    prediction_key,
     read_prediction_folder,
     split_key,
 )
+from featherface.eval.results import PRCurve, WiderResult
 
 __all__ = [
-    "GT_FILES",
     "NUM_THRESHOLDS",
-    "SETTINGS",
-    "GroundTruthImage",
-    "PRCurve",
-    "WiderGroundTruth",
-    "WiderResult",
+    "UnknownImagesError",
     "evaluate",
     "evaluate_folder",
-    "load_ground_truth",
     "score_thresholds",
     "voc_ap",
 ]
 
 log = logging.getLogger(__name__)
 
-SETTINGS: tuple[str, ...] = ("easy", "medium", "hard")
 NUM_THRESHOLDS = 1000
-FACE_FILE = "wider_face_val.mat"
-GT_FILES: dict[str, str] = {
-    "face": FACE_FILE,
-    "easy": "wider_easy_val.mat",
-    "medium": "wider_medium_val.mat",
-    "hard": "wider_hard_val.mat",
-}
 DEFAULT_CHUNK_PAIRS = 2_000_000
 
 
-# --------------------------------------------------------------------------------------------- ground truth
-
-
-@dataclass(frozen=True)
-class GroundTruthImage:
-    """The ground truth of one image.
-
-    Attributes:
-        event: event folder, e.g. ``"0--Parade"``.
-        name: image name without ``.jpg``, e.g. ``"0_Parade_marchingband_1_465"``.
-        boxes: float64 (N, 4) ``x, y, w, h`` in pixels (top-left corner; official boxes, some with w or h <= 0).
-        listed: per setting (``"easy"``, ``"medium"``, ``"hard"``), int64 (K,) 1-based indices into ``boxes``
-            of the faces the setting counts; the other faces are ignored (matching them is neither a hit nor
-            a false positive).
-    """
-
-    event: str
-    name: str
-    boxes: np.ndarray
-    listed: Mapping[str, np.ndarray]
-
-    @property
-    def key(self) -> str:
-        """``"<event>/<name>"``."""
-        return prediction_key(self.event, self.name)
-
-
-class WiderGroundTruth:
-    """Ground truth of a set of images, with the flat arrays the vectorised evaluation works on.
-
-    Build it with :func:`load_ground_truth` (the official ``.mat`` files) or directly from
-    :class:`GroundTruthImage` objects (tests, other datasets). Load once and pass it to :func:`evaluate`
-    to evaluate several prediction sets without re-reading the ``.mat`` files.
-
-    Attributes:
-        images: the images, in ground-truth order.
-        index: ``{"<event>/<name>": position in images}``.
-        boxes: float64 (F, 4) all faces' ``x, y, w, h``, image after image.
-        offsets: int64 (I + 1,) image ``i`` owns ``boxes[offsets[i]:offsets[i + 1]]``.
-        listed_mask: per setting, bool (F,) whether the face is listed (counted) by that setting.
-        listed_count: per setting, int64 (I,) number of listed faces per image.
-    """
-
-    def __init__(self, images: Sequence[GroundTruthImage], settings: Sequence[str] = SETTINGS) -> None:
-        self.images: tuple[GroundTruthImage, ...] = tuple(images)
-        self.settings: tuple[str, ...] = tuple(settings)
-        self.index: dict[str, int] = {}
-        counts = np.zeros(len(self.images), dtype=np.int64)
-        box_list: list[np.ndarray] = []
-        for i, image in enumerate(self.images):
-            if image.key in self.index:
-                raise ValueError(f"ground truth lists image {image.key!r} twice")
-            self.index[image.key] = i
-            boxes = np.asarray(image.boxes, dtype=np.float64)
-            if boxes.size == 0:
-                boxes = boxes.reshape(0, 4)
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"ground truth {image.key!r}: boxes must have shape (N, 4), got {boxes.shape}")
-            counts[i] = len(boxes)
-            box_list.append(boxes)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.boxes = np.concatenate(box_list) if box_list else np.zeros((0, 4))
-        self.listed_mask: dict[str, np.ndarray] = {}
-        self.listed_count: dict[str, np.ndarray] = {}
-        for setting in self.settings:
-            lists = []
-            for image in self.images:
-                if setting not in image.listed:
-                    raise ValueError(f"ground truth {image.key!r}: no face list for setting {setting!r}")
-                lists.append(np.asarray(image.listed[setting], dtype=np.int64).reshape(-1))
-            per_image = np.array([len(idx) for idx in lists], dtype=np.int64)
-            flat = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
-            owner = np.repeat(np.arange(len(self.images)), per_image)
-            out_of_range = np.flatnonzero((flat < 1) | (flat > counts[owner]))
-            if out_of_range.size:
-                i = int(owner[out_of_range[0]])
-                raise ValueError(
-                    f"ground truth {self.images[i].key!r}, setting {setting!r}: face index "
-                    f"{int(flat[out_of_range[0]])} is outside 1..{counts[i]} (indices are 1-based)"
-                )
-            face = self.offsets[owner] + flat - 1
-            repeated = np.flatnonzero(np.bincount(face, minlength=len(self.boxes)) > 1)
-            if repeated.size:
-                i = int(np.searchsorted(self.offsets, repeated[0], side="right") - 1)
-                raise ValueError(f"ground truth {self.images[i].key!r}, setting {setting!r}: repeated face indices")
-            mask = np.zeros(len(self.boxes), dtype=bool)
-            mask[face] = True
-            self.listed_mask[setting] = mask
-            self.listed_count[setting] = per_image
-        for arr in (self.offsets, self.boxes, *self.listed_mask.values(), *self.listed_count.values()):
-            arr.setflags(write=False)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: str) -> GroundTruthImage:
-        return self.images[self.index[key]]
-
-    @property
-    def num_faces(self) -> dict[str, int]:
-        """Listed faces per setting over all images."""
-        return {s: int(c.sum()) for s, c in self.listed_count.items()}
-
-
-def _cell_str(cell: Any) -> str:
-    """A MATLAB char array (as loadmat returns it inside a cell) as a Python string."""
-    return str(np.asarray(cell).reshape(-1)[0])
-
-
-def _loadmat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
-    try:
-        mat = scipy.io.loadmat(str(path), variable_names=list(keys))
-    except Exception as err:  # scipy raises several types for corrupt files
-        raise ValueError(f"{path}: cannot be read as a MATLAB .mat file ({err})") from err
-    missing = [k for k in keys if k not in mat]
-    if missing:
-        raise ValueError(f"{path}: missing variable(s) {missing} (is this the official WIDER FACE file?)")
-    return mat
-
-
-def _mat_names(mat: Mapping[str, Any], path: Path) -> tuple[list[str], list[list[str]]]:
-    """Events and per-event image names of one official .mat file."""
-    events = [_cell_str(e[0]) for e in mat["event_list"]]
-    files = [[_cell_str(f[0]) for f in mat["file_list"][i][0]] for i in range(len(events))]
-    if len(mat["file_list"]) != len(events):
-        raise ValueError(f"{path}: event_list and file_list disagree in length")
-    return events, files
-
-
-def load_ground_truth(gt_dir: str | os.PathLike[str]) -> WiderGroundTruth:
-    """Read the official WIDER FACE val ground truth.
-
-    Args:
-        gt_dir: folder with ``wider_face_val.mat`` (boxes) and ``wider_{easy,medium,hard}_val.mat`` (face lists).
-
-    Returns:
-        The ground truth of all images (3,226 for the official val set), in the files' order.
-
-    Raises:
-        FileNotFoundError: naming every missing file.
-        ValueError: a file without the expected variables, or files that disagree on events or images.
-    """
-    root = Path(gt_dir)
-    missing = [name for name in GT_FILES.values() if not (root / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"WIDER FACE ground truth folder {root} lacks {', '.join(missing)}")
-    face_path = root / GT_FILES["face"]
-    face = _loadmat(face_path, ("face_bbx_list", "event_list", "file_list"))
-    events, files = _mat_names(face, face_path)
-    lists: dict[str, Any] = {}
-    for setting in SETTINGS:
-        path = root / GT_FILES[setting]
-        mat = _loadmat(path, ("gt_list", "event_list", "file_list"))
-        if _mat_names(mat, path) != (events, files):
-            raise ValueError(f"{path}: its events or images differ from those of {face_path}")
-        lists[setting] = mat["gt_list"]
-    images: list[GroundTruthImage] = []
-    for i, event in enumerate(events):
-        for j, name in enumerate(files[i]):
-            boxes = np.asarray(face["face_bbx_list"][i][0][j][0], dtype=np.float64).reshape(-1, 4)
-            listed = {
-                s: np.asarray(lists[s][i][0][j][0], dtype=np.int64).reshape(-1) for s in SETTINGS
-            }
-            images.append(GroundTruthImage(event=event, name=name, boxes=boxes, listed=listed))
-    gt = WiderGroundTruth(images)
-    log.debug("loaded WIDER FACE ground truth from %s: %d images, faces %s", root, len(gt), gt.num_faces)
-    return gt
-
-
-# ------------------------------------------------------------------------------------------------- results
+# ------------------------------------------------------------------------------------------------ thresholds
 
 
 def score_thresholds(num: int = NUM_THRESHOLDS) -> np.ndarray:
     """float64 (num,) the reference's descending thresholds ``1 - (k + 1) / num``, k = 0 .. num - 1."""
     return 1.0 - np.arange(1, num + 1, dtype=np.int64) / num
-
-
-@dataclass(frozen=True)
-class PRCurve:
-    """A precision / recall curve over the score thresholds.
-
-    Attributes:
-        thresholds: float64 (T,) normalised-score thresholds, descending.
-        proposals: int64 (T,) predictions counted as proposals at each threshold.
-        recalled: int64 (T,) listed faces recalled at each threshold.
-        precision: float64 (T,) ``recalled / proposals`` (NaN where there is no proposal, as in the reference).
-        recall: float64 (T,) ``recalled / listed faces``.
-    """
-
-    thresholds: np.ndarray
-    proposals: np.ndarray
-    recalled: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-
-
-def _nan_to_none(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values.tolist()]
-
-
-def _none_to_nan(values: Sequence[float | None]) -> np.ndarray:
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class WiderResult:
-    """Easy / Medium / Hard AP of one prediction set, with its PR curves and what took part.
-
-    Attributes:
-        ap: ``{"easy", "medium", "hard"}`` -> AP in [0, 1] (NaN for a setting without any listed face).
-        pr_curves: per setting, the :class:`PRCurve`.
-        num_images: images that took part (those with predictions).
-        num_images_total: images in the ground truth (3,226 for WIDER FACE val).
-        num_faces: per setting, listed faces of the images that took part (the recall denominators).
-        num_faces_total: per setting, listed faces of the whole ground truth.
-        num_predictions: predictions over the images that took part.
-        iou_thresh: IoU needed for a match.
-        score_range: ``(lo, hi)`` the reference's normalisation bounds, ``min(1, min score)`` and
-            ``max(0, max score)``.
-    """
-
-    ap: Mapping[str, float]
-    pr_curves: Mapping[str, PRCurve]
-    num_images: int
-    num_images_total: int
-    num_faces: Mapping[str, int]
-    num_faces_total: Mapping[str, int]
-    num_predictions: int
-    iou_thresh: float
-    score_range: tuple[float, float]
-    settings: tuple[str, ...] = field(default=SETTINGS)
-
-    @property
-    def is_subset(self) -> bool:
-        """Whether only part of the ground truth's images took part."""
-        return self.num_images < self.num_images_total
-
-    def summary(self) -> str:
-        """One line, e.g. ``Easy 0.9409  Medium 0.9198  Hard 0.5913  (3226 of 3226 images)``."""
-        aps = "  ".join(f"{s.capitalize()} {self.ap[s]:.4f}" for s in self.settings)
-        return f"{aps}  ({self.num_images} of {self.num_images_total} images)"
-
-    def to_dict(self, include_curves: bool = True) -> dict[str, Any]:
-        """A JSON-serialisable dict (NaN written as ``None``); :meth:`from_dict` reads it back."""
-        out: dict[str, Any] = {
-            "ap": {s: (None if math.isnan(self.ap[s]) else self.ap[s]) for s in self.settings},
-            "num_images": self.num_images,
-            "num_images_total": self.num_images_total,
-            "subset": self.is_subset,
-            "num_faces": dict(self.num_faces),
-            "num_faces_total": dict(self.num_faces_total),
-            "num_predictions": self.num_predictions,
-            "iou_thresh": self.iou_thresh,
-            "score_range": list(self.score_range),
-        }
-        if include_curves:
-            out["pr_curves"] = {
-                s: {
-                    "thresholds": c.thresholds.tolist(),
-                    "proposals": c.proposals.tolist(),
-                    "recalled": c.recalled.tolist(),
-                    "precision": _nan_to_none(c.precision),
-                    "recall": _nan_to_none(c.recall),
-                }
-                for s, c in self.pr_curves.items()
-            }
-        return out
-
-    def to_json(self, include_curves: bool = True, indent: int | None = 2) -> str:
-        """:meth:`to_dict` as JSON text (strict JSON: no NaN literals)."""
-        return json.dumps(self.to_dict(include_curves), indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WiderResult:
-        """Rebuild a result written by :meth:`to_dict` (``include_curves=True``)."""
-        if "pr_curves" not in data:
-            raise KeyError("result dict has no 'pr_curves' (written with include_curves=False?)")
-        settings = tuple(data["ap"])
-        curves = {
-            s: PRCurve(
-                thresholds=np.asarray(c["thresholds"], dtype=np.float64),
-                proposals=np.asarray(c["proposals"], dtype=np.int64),
-                recalled=np.asarray(c["recalled"], dtype=np.int64),
-                precision=_none_to_nan(c["precision"]),
-                recall=_none_to_nan(c["recall"]),
-            )
-            for s, c in data["pr_curves"].items()
-        }
-        return cls(
-            ap={s: (math.nan if v is None else float(v)) for s, v in data["ap"].items()},
-            pr_curves=curves,
-            num_images=int(data["num_images"]),
-            num_images_total=int(data["num_images_total"]),
-            num_faces={s: int(v) for s, v in data["num_faces"].items()},
-            num_faces_total={s: int(v) for s, v in data["num_faces_total"].items()},
-            num_predictions=int(data["num_predictions"]),
-            iou_thresh=float(data["iou_thresh"]),
-            score_range=(float(data["score_range"][0]), float(data["score_range"][1])),
-            settings=settings,
-        )
 
 
 # ------------------------------------------------------------------------------------------ the algorithm

@@ -22,7 +22,8 @@ epochs (:func:`temperature_at`, :func:`set_temperature`).
 State dict keys are the official ones (``weight`` (n, Cout, Cin/groups, k, k), ``attention.fc.weight``,
 ``attention.bn.*``, ``attention.{channel,filter,spatial,kernel}_fc.{weight,bias}``; a skipped head has
 no keys), plus ``attention.temperature`` (a buffer, so T survives save/load). Official state dicts, which
-lack it, load strictly: the module then keeps its current T.
+lack it, load strictly: the module then keeps its current T. The branch itself is
+:class:`featherface.nn.odconv_branch.AttentionBranch`.
 
 Improvements over the official module:
 
@@ -55,11 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featherface.nn.odconv_branch import BATCH1_POLICIES, AttentionBranch, Batch1Policy, BranchOutputs
+
 __all__ = [
-    "AttentionBranch",
     "ODConv2d",
     "ODConvAttentions",
-    "attention_channels",
     "set_temperature",
     "temperature_at",
 ]
@@ -67,14 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ConvImpl = Literal["auto", "grouped", "matmul"]
-Batch1Policy = Literal["running_stats", "error"]
 _CONV_IMPLS = ("auto", "grouped", "matmul")
-_BATCH1_POLICIES = ("running_stats", "error")
-
-
-def attention_channels(in_channels: int, reduction: float = 0.0625, min_channel: int = 16) -> int:
-    """Width A of the attention branch: ``max(int(in_channels * reduction), min_channel)`` (official rule)."""
-    return max(int(in_channels * reduction), min_channel)
 
 
 def temperature_at(epoch: float, start: float = 30.0, end: float = 1.0, epochs: int = 10) -> float:
@@ -127,118 +121,6 @@ class ODConvAttentions(NamedTuple):
     hidden: torch.Tensor
 
 
-class _Logits(NamedTuple):
-    """Head outputs after sigmoid / softmax, flat; None for a skipped head (used by the fast path)."""
-
-    channel: torch.Tensor  # (B, Cin)
-    filter: torch.Tensor | None  # (B, Cout)
-    spatial: torch.Tensor | None  # (B, k * k)
-    kernel: torch.Tensor | None  # (B, n)
-    hidden: torch.Tensor  # (B, A, 1, 1)
-
-
-class AttentionBranch(nn.Module):
-    """The shared attention branch of an ODConv: GAP -> fc -> BN -> ReLU -> four heads.
-
-    Args:
-        in_channels, out_channels, kernel_size, groups, kernel_num: of the ODConv.
-        reduction, min_channel: branch width A = max(int(in_channels * reduction), min_channel).
-        temperature: T > 0, stored as the buffer ``temperature``.
-        batch1_train: what a train-mode forward with batch 1 does (see :class:`ODConv2d`).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        groups: int = 1,
-        reduction: float = 0.0625,
-        kernel_num: int = 4,
-        min_channel: int = 16,
-        temperature: float = 1.0,
-        batch1_train: Batch1Policy = "running_stats",
-    ) -> None:
-        super().__init__()
-        hidden = attention_channels(in_channels, reduction, min_channel)
-        self.kernel_size = kernel_size
-        self.kernel_num = kernel_num
-        self.batch1_train = batch1_train
-        self._warned_batch1 = False
-        # Creation order matches the official module, so torch.manual_seed gives the same initial weights.
-        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False)
-        self.bn = nn.BatchNorm2d(hidden)
-        self.channel_fc = nn.Conv2d(hidden, in_channels, 1, bias=True)
-        depthwise = in_channels == groups and in_channels == out_channels
-        self.filter_fc = None if depthwise else nn.Conv2d(hidden, out_channels, 1, bias=True)
-        self.spatial_fc = None if kernel_size == 1 else nn.Conv2d(hidden, kernel_size * kernel_size, 1, bias=True)
-        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1, bias=True)
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:  # noqa: ANN001 (torch signature)
-        # Official ODConv state dicts have no temperature: keep the current one instead of failing strict loading.
-        key = prefix + "temperature"
-        if key not in state_dict:
-            state_dict[key] = self.temperature.detach().clone()
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
-
-    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, Cin, H, W) -> (B, A, 1, 1). The 1x1 convs run as matmuls on the pooled (B, Cin) vector."""
-        h = _linear(F.adaptive_avg_pool2d(x, 1).flatten(1), self.fc)[:, :, None, None]
-        if self.training and h.shape[0] == 1 and not torch.jit.is_tracing():
-            if self.batch1_train == "error":
-                raise ValueError(
-                    "ODConv attention branch in train mode got batch size 1: its BatchNorm normalises the "
-                    "globally pooled (1x1) features over the batch, which is a single value per channel, so "
-                    "batch statistics are undefined. Use batch >= 2, call .eval(), or build the module "
-                    "with batch1_train='running_stats'."
-                )
-            if not self._warned_batch1:
-                logger.warning(
-                    "ODConv attention branch in train mode with batch 1: BatchNorm over a 1x1 pooled map "
-                    "has one value per channel; normalising with the running statistics (not updated)."
-                )
-                self._warned_batch1 = True
-            bn = self.bn
-            h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        else:
-            h = self.bn(h)
-        return F.relu(h)
-
-    def logits(self, x: torch.Tensor) -> _Logits:
-        """Attentions (after sigmoid / softmax) for input (B, Cin, H, W); None where a head is skipped."""
-        h = self._hidden(x)
-        flat = h.flatten(1)
-        t = self.temperature
-
-        def head(fc: nn.Conv2d) -> torch.Tensor:
-            return _linear(flat, fc) / t
-
-        channel = torch.sigmoid(head(self.channel_fc))
-        filt = None if self.filter_fc is None else torch.sigmoid(head(self.filter_fc))
-        spatial = None if self.spatial_fc is None else torch.sigmoid(head(self.spatial_fc))
-        kernel = None if self.kernel_fc is None else torch.softmax(head(self.kernel_fc), dim=1)
-        return _Logits(channel, filt, spatial, kernel, h)
-
-    def extra_repr(self) -> str:
-        return f"temperature={float(self.temperature):.4g}, batch1_train={self.batch1_train!r}"
-
-
-def _linear(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A 1x1 conv applied to a pooled vector: (B, Cin) -> (B, Cout) (cheaper than conv2d on a 1x1 map)."""
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
-
-
 def _is_exporting() -> bool:
     """True while torch.jit tracing, the TorchScript ONNX exporter or torch.export is running."""
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
@@ -274,7 +156,7 @@ class ODConv2d(nn.Module):
     runs the static conv on ``x * a_c`` and multiplies by ``a_f`` (cheaper than per-sample kernels).
     """
 
-    _fixed: _Logits | None = None  # constant attentions of fix_attentions (a class default: None = dynamic)
+    _fixed: BranchOutputs | None = None  # constant attentions of fix_attentions (a class default: None = dynamic)
 
     def __init__(
         self,
@@ -311,8 +193,8 @@ class ODConv2d(nn.Module):
         _check_temperature(temperature)
         if conv_impl not in _CONV_IMPLS:
             raise ValueError(f"ODConv2d: conv_impl must be one of {_CONV_IMPLS}, got {conv_impl!r}")
-        if batch1_train not in _BATCH1_POLICIES:
-            raise ValueError(f"ODConv2d: batch1_train must be one of {_BATCH1_POLICIES}, got {batch1_train!r}")
+        if batch1_train not in BATCH1_POLICIES:
+            raise ValueError(f"ODConv2d: batch1_train must be one of {BATCH1_POLICIES}, got {batch1_train!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -449,16 +331,16 @@ class ODConv2d(nn.Module):
         hidden = torch.as_tensor(hidden, dtype=self.weight.dtype, device=self.weight.device)
         channel = flat["channel"]
         assert channel is not None  # the channel head is never skipped
-        self._fixed = _Logits(channel, flat["filter"], flat["spatial"], flat["kernel"],
+        self._fixed = BranchOutputs(channel, flat["filter"], flat["spatial"], flat["kernel"],
                               hidden.detach().reshape(1, -1, 1, 1).clone())
 
-    def _logits(self, x: torch.Tensor) -> _Logits:
+    def _logits(self, x: torch.Tensor) -> BranchOutputs:
         """The attentions for x: the fixed ones expanded to the batch, else the attention branch's."""
         fixed = self._fixed
         if fixed is None:
             return self.attention.logits(x)
         b = x.shape[0]
-        return _Logits(*(None if t is None else t.to(device=x.device).expand(b, *t.shape[1:]) for t in fixed))
+        return BranchOutputs(*(None if t is None else t.to(device=x.device).expand(b, *t.shape[1:]) for t in fixed))
 
     # ------------------------------------------------------------------------------------------ attentions
     def attentions(self, x: torch.Tensor) -> ODConvAttentions:
@@ -494,7 +376,7 @@ class ODConv2d(nn.Module):
         self._check_input(x)
         return self._fold(self._logits(x))
 
-    def _fold(self, a: _Logits) -> torch.Tensor:
+    def _fold(self, a: BranchOutputs) -> torch.Tensor:
         """Fold the attentions into the kernels: (B, Cout, Cin/g, k, k) = a_f[o] a_c[i] a_s sum_i a_w[i] W_i."""
         n, cout, cin_g, k = self.kernel_num, self.out_channels, self.in_channels // self.groups, self.kernel_size
         g = self.groups
@@ -524,7 +406,7 @@ class ODConv2d(nn.Module):
         self._check_input(x)
         fixed = self._fixed
         if fixed is not None:
-            w = self._fold(_Logits(*(None if t is None else t.to(device=x.device) for t in fixed)))[0]
+            w = self._fold(BranchOutputs(*(None if t is None else t.to(device=x.device) for t in fixed)))[0]
             return F.conv2d(x, w.to(x.dtype), None, self.stride, self.padding, self.dilation, self.groups)
         a = self.attention.logits(x)
         if self.is_static:

@@ -49,6 +49,8 @@ from featherface.report.plots import (
     plot_training_curves,
 )
 from featherface.report.render import PARITY_TOLERANCE, REPORT_FILE, render_markdown, render_provenance
+from featherface.utils.io import write_text_atomic
+from featherface.utils.provenance import code_version, write_record
 
 __all__ = [
     "PARITY_TOLERANCE",
@@ -88,8 +90,6 @@ def write_report(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike
         FileNotFoundError: ``results_dir`` is not a folder.
         ReportError: a malformed stage output (named).
     """
-    from featherface.utils.provenance import atomic_write_text, code_version, write_record
-
     results = Path(results_dir)
     out = Path(out_dir)
     stages = load_results(results, data_dir)
@@ -98,7 +98,7 @@ def write_report(results_dir: str | os.PathLike[str], out_dir: str | os.PathLike
     code = code_version()
     text = render_markdown(stages, plots, root=results.resolve().parent, generated=generated, code=code)
     path = out / REPORT_FILE
-    atomic_write_text(path, text)
+    write_text_atomic(path, text)
     if record:
         inputs = [p for stage in stages.values() for p in stage.read]
         write_record(out, "report", {"report": {"results": str(results), "data": None if data_dir is None

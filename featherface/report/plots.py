@@ -7,16 +7,15 @@ those of ``featherface attention``, copied) and deletes plots of earlier runs th
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from featherface.analysis.render import ATTENTION_PLOT_FILES
 from featherface.report.inputs import Stage, entropy_columns
+from featherface.utils.figures import new_figure, save_png
 
 __all__ = ["LOSS_COLUMNS", "PLOT_FILES", "draw_plots", "plot_attention_entropy", "plot_training_curves"]
 
@@ -30,38 +29,12 @@ PLOT_FILES: dict[str, str] = {
 LOSS_COLUMNS: tuple[str, ...] = ("loss", "loc", "cls", "landm")
 
 
-def _new_figure(width: float, height: float, dpi: int) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _epoch_axis(ax: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy, as in featherface.utils.figures
 
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
-
-
-def _save_png(fig: Any, path: Path) -> Path:
-    """Render ``fig`` and write it atomically (temporary file in the same folder + rename)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plot_training_curves(columns: Mapping[str, Sequence[float]], out_png: str | os.PathLike[str],
@@ -77,7 +50,7 @@ def plot_training_curves(columns: Mapping[str, Sequence[float]], out_png: str | 
     present = [c for c in LOSS_COLUMNS if c in columns]
     if not present:
         raise ValueError(f"plot_training_curves: none of the loss columns {LOSS_COLUMNS} is present")
-    fig = _new_figure(9.0, 3.6, dpi)
+    fig = new_figure(9.0, 3.6, dpi)
     total_ax, terms_ax = fig.subplots(1, 2)
     marker = "o" if len(epochs) <= 30 else None
     if "loss" in columns:
@@ -92,8 +65,7 @@ def plot_training_curves(columns: Mapping[str, Sequence[float]], out_png: str | 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save_png(fig, Path(out_png))
-
+    return save_png(fig, out_png)
 
 
 def plot_attention_entropy(columns: Mapping[str, Sequence[float]], out_png: str | os.PathLike[str],
@@ -109,7 +81,7 @@ def plot_attention_entropy(columns: Mapping[str, Sequence[float]], out_png: str 
     if not kinds:
         raise ValueError("plot_attention_entropy: no entropy.* column")
     epochs = list(columns["epoch"])
-    fig = _new_figure(4.3 * len(kinds), 3.8, dpi)
+    fig = new_figure(4.3 * len(kinds), 3.8, dpi)
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     marker = "o" if len(epochs) <= 30 else None
     for ax, (kind, modules) in zip(axes, kinds.items()):
@@ -123,7 +95,7 @@ def plot_attention_entropy(columns: Mapping[str, Sequence[float]], out_png: str 
         ax.legend(fontsize="x-small")
     axes[0].set_ylabel("entropy (nats)")
     fig.tight_layout()
-    return _save_png(fig, Path(out_png))
+    return save_png(fig, out_png)
 
 
 def draw_plots(stages: Mapping[str, Stage], out_dir: str | os.PathLike[str]) -> dict[str, str]:

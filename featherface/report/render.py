@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import yaml
+
 from featherface.analysis.render import TABLE_LEGEND, attention_table, criterion_note, run_description
+from featherface.eval.results import percent
 from featherface.report.inputs import OPTIONAL_STAGES, SETTINGS, STAGE_FILES, Stage, entropy_columns, predict_model
 
-__all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "percent", "render_markdown", "render_provenance"]
+__all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "render_markdown", "render_provenance"]
 
 #: The report's file name inside its output folder.
 REPORT_FILE = "report.md"
@@ -29,11 +32,6 @@ PARITY_TOLERANCE = 1e-3
 MAX_EPOCH_ROWS = 12
 _BACKEND_LABELS = {"torch": "PyTorch eager", "ort": "ORT fp32", "e2e": "end-to-end",
                    "e2e_original": "end-to-end, original size"}
-
-
-def percent(value: float | None) -> str:
-    """A fraction as a percentage with two decimals (``"n/a"`` for ``None`` or NaN)."""
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
 def _int(value: Any) -> str:
@@ -82,8 +80,7 @@ def _code_line(record: Mapping[str, Any]) -> str:
 
 
 def _yaml(data: Any) -> str:
-    import yaml
-
+    """``data`` as block YAML (keys in their order, short lists inline), for the provenance parameters."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110).rstrip()
 
 
@@ -295,7 +292,7 @@ def _comparison(stages: Mapping[str, Stage], result: Mapping[str, Any], model: s
     detectors = refs.main()["detectors"]
     if not detectors:
         return ["**Compared with**: no reference detectors (the references: section lists none)."]
-    lines = [f"**Compared with** reference detectors run by the `references` stage over the same val images with the "
+    lines = ["**Compared with** reference detectors run by the `references` stage over the same val images with the "
              "same protocol (their weights were not trained by this pipeline):", ""]
     rows = [(f"`{model or 'this run'}` (this pipeline's model)", *(percent(result["ap"][s]) for s in SETTINGS),
              result["num_images"], "`score` stage")]

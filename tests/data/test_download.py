@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from featherface.config import DataConfig
-from featherface.data import download as dl
-from featherface.data.download import ChecksumError, DataSourceError, DownloadError, download
+from featherface.data import layout
+from featherface.data.archives import ChecksumError, DownloadError
+from featherface.data.download import download
+from featherface.data.layout import DataSourceError
 from featherface.data.labels import read_label_file, restrict_label_text
 from featherface.data.sources import PRETRAIN_FILENAME, SOURCES, VAL_MAT_FILES, Extract, Source
 
@@ -355,7 +357,7 @@ def test_local_interrupted_build_leaves_previous_tree(tmp_path: Path, widerface_
     download(cfg, tmp_path)
     root = tmp_path / "data"
     before = tree(root / "widerface")
-    real = dl._materialize
+    real = layout._materialize
     count = {"n": 0}
 
     def flaky(planned, target, link):
@@ -364,7 +366,7 @@ def test_local_interrupted_build_leaves_previous_tree(tmp_path: Path, widerface_
             raise KeyboardInterrupt("simulated interruption")
         real(planned, target, link)
 
-    monkeypatch.setattr(dl, "_materialize", flaky)
+    monkeypatch.setattr(layout, "_materialize", flaky)
     with pytest.raises(KeyboardInterrupt):
         download(replace(cfg, train_images=8), tmp_path)
     assert tree(root / "widerface") == before  # the old, complete tree
@@ -376,7 +378,7 @@ def test_local_interrupted_first_build_leaves_nothing(tmp_path: Path, widerface_
     def broken(planned, target, link):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(dl, "_materialize", broken)
+    monkeypatch.setattr(layout, "_materialize", broken)
     with pytest.raises(OSError, match="disk full"):
         download(local_cfg(widerface_dir, weights_dir), tmp_path)
     assert_no_half_tree(tmp_path / "data")
@@ -422,9 +424,6 @@ def test_local_run_killed_between_renames_recovers(tmp_path: Path, widerface_dir
 
 
 def test_local_extra_weights_are_copied_and_listed(tmp_path: Path, widerface_dir: Path, weights_dir: Path) -> None:
-    from featherface.config import DataConfig
-    from featherface.data.download import DataSourceError, download
-
     cfg = DataConfig(
         source="local", local_widerface=str(widerface_dir), local_weights=str(weights_dir), root=str(tmp_path / "d"),
         train_images=2, val_images=2, extra_weights=("featherface_v1_fork.pth",),

@@ -44,7 +44,7 @@ def yunet_path(peers_dir: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def meeting(widerface_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The first 11--Meeting val image (BGR) and its ground-truth boxes as xyxy."""
-    from featherface.eval.widerface import load_ground_truth
+    from featherface.eval.ground_truth import load_ground_truth
 
     image = cv2.imread(str(widerface_dir / "val" / "images" / f"{MEETING}.jpg"))
     gt = load_ground_truth(widerface_dir / "val")[MEETING].boxes.astype(np.float64)

@@ -13,12 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featherface.nn.odconv import (
-    ODConv2d,
-    attention_channels,
-    set_temperature,
-    temperature_at,
-)
+from featherface.nn.odconv import ODConv2d, set_temperature, temperature_at
+from featherface.nn.odconv_branch import attention_channels
 
 GOLDEN_NAMES = [
     f"{base}{suffix}"
@@ -277,7 +273,7 @@ def test_batch1_train_uses_running_stats(caplog: pytest.LogCaptureFixture) -> No
         expected = m.eval()(x)
     m.train()
     before = {k: v.clone() for k, v in m.attention.bn.state_dict().items()}
-    with caplog.at_level(logging.WARNING, logger="featherface.nn.odconv"):
+    with caplog.at_level(logging.WARNING, logger="featherface.nn.odconv_branch"):
         out = m(x)
         m(x)
     torch.testing.assert_close(out.detach(), expected, **TOL)

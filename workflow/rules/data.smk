@@ -25,7 +25,7 @@ rule download:
 
 rule verify:
     input:
-        code=DATA_CODE,
+        code=DATA_CODE + ["featherface/eval/ground_truth.py"],
         widerface=f"{DATA}/widerface",
         weights=f"{DATA}/weights",
         manifest=f"{DATA}/manifest.json",

@@ -69,7 +69,10 @@ rule benchmark:
 
 rule report:
     input:
-        code=py_files("featherface/report") + ["featherface/utils/provenance.py"],
+        code=py_files("featherface/report") + [
+            "featherface/eval/results.py", "featherface/eval/ground_truth.py",
+            "featherface/utils/provenance.py", "featherface/utils/figures.py",
+        ],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],
         validate=["results/validate/report.json", "results/validate/provenance.json"],

@@ -56,7 +56,7 @@ rule predict:
 
 rule score:
     input:
-        code=py_files("featherface/eval"),
+        code=py_files("featherface/eval") + ["featherface/utils/figures.py"],
         predictions="results/predict/predictions",
         widerface=f"{DATA}/widerface",
     output:
