@@ -438,7 +438,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from featherface.models.checkpoints import load_trained_model, save_checkpoint
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.loading import load_trained_model
     from featherface.models.registry import create_model
     from featherface.models.transfer import transfer_weights
 

@@ -313,7 +313,8 @@ def analyze_folder(weights: str | os.PathLike[str], images_dir: str | os.PathLik
         FileNotFoundError: no such weights file or folder; ValueError: no images, or no ODConv2d in the model.
     """
     from featherface.inference.images import list_images
-    from featherface.models.checkpoints import load_checkpoint, load_trained_model
+    from featherface.models.checkpoints import load_checkpoint
+    from featherface.models.loading import load_trained_model
 
     folder = Path(images_dir)
     available = list_images(folder)

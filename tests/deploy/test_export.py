@@ -19,7 +19,7 @@ from torch import nn
 from featherface.deploy import export as ex
 from tests.detection_asserts import assert_same_detections_up_to_ties
 from featherface.inference.images import read_image, to_tensor
-from featherface.models.checkpoints import load_weights
+from featherface.models.loading import load_weights
 from featherface.models.registry import create_model
 from featherface.nn.odconv import ODConv2d
 from featherface.deploy.onnx_ops import register_deform_conv_symbolic
