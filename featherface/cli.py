@@ -482,7 +482,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from featherface.deploy.benchmark import BenchmarkConfig, format_markdown, run_benchmark
+    from featherface.deploy.benchmark import BenchmarkConfig, run_benchmark
+    from featherface.deploy.benchmark_result import format_markdown
     from featherface.utils.provenance import atomic_write_text, write_json
 
     if args.params or args.set:
