@@ -262,8 +262,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, /, **extra: 
     payload.update(extra)
     dest = Path(path)
     try:
-        with atomic_target(dest, fsync=True) as tmp:
-            torch.save(payload, tmp)
+        with atomic_target(dest, fsync=True) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
     except (OSError, RuntimeError) as err:
         if isinstance(err, CheckpointWriteError):
             raise
