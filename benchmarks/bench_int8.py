@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from featherface.deploy.export import export_onnx  # noqa: E402
 from featherface.inference.images import list_images  # noqa: E402
-from featherface.models.checkpoints import load_weights  # noqa: E402
+from featherface.models.loading import load_weights  # noqa: E402
 from featherface.models.registry import create_model  # noqa: E402
 from featherface.deploy.quantize import compare_int8, quantize_static_onnx  # noqa: E402
 

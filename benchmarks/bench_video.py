@@ -230,7 +230,7 @@ def parse_weights(pairs: Sequence[str]) -> list[tuple[str | None, Path]]:
 
 def build_models(weights: Sequence[str], notes: list[str]) -> list[tuple[str, torch.nn.Module]]:
     """The models to benchmark: ``--weights`` pairs, else the built-in weights, else a random featherface_odconv."""
-    from featherface.models.checkpoints import build_model_from_checkpoint, load_weights
+    from featherface.models.loading import build_model_from_checkpoint, load_weights
     from featherface.models.registry import create_model
 
     models = []

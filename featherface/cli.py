@@ -438,7 +438,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from featherface.models.checkpoints import load_trained_model, save_checkpoint
+    from featherface.models.checkpoints import save_checkpoint
+    from featherface.models.loading import load_trained_model
     from featherface.models.registry import create_model
     from featherface.models.transfer import transfer_weights
 
@@ -481,7 +482,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from featherface.deploy.benchmark import BenchmarkConfig, format_markdown, run_benchmark
+    from featherface.deploy.benchmark import BenchmarkConfig, run_benchmark
+    from featherface.deploy.benchmark_result import format_markdown
     from featherface.utils.provenance import atomic_write_text, write_json
 
     if args.params or args.set:

@@ -290,7 +290,7 @@ def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from featherface.models.checkpoints import build_model_from_checkpoint, load_weights
+    from featherface.models.loading import build_model_from_checkpoint, load_weights
     from featherface.models.registry import create_model
 
     out = tmp_path / "init.pt"

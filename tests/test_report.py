@@ -329,7 +329,7 @@ def test_failed_parity_and_pr_curve_fallback(results: Path) -> None:
 
 
 def test_parity_tolerance_is_the_export_check_tolerance() -> None:
-    from featherface.deploy.export import CHECK_ATOL
+    from featherface.deploy.contract import CHECK_ATOL
 
     assert PARITY_TOLERANCE == CHECK_ATOL
 

@@ -43,7 +43,8 @@ from torch import nn
 from featherface.analysis.plots import draw_attention_plots
 from featherface.analysis.render import KERNEL_ENTROPY_CRITERION, OUTPUT_FILES, render_markdown
 from featherface.inference.images import list_images, read_image, resize_long_side, to_tensor
-from featherface.models.checkpoints import load_checkpoint, load_trained_model
+from featherface.models.checkpoints import load_checkpoint
+from featherface.models.loading import load_trained_model
 from featherface.nn.odconv import ODConv2d
 from featherface.train.metrics import binary_entropy, categorical_entropy, odconv_inputs, odconv_modules
 from featherface.utils.io import ProgressCallback, atomic_target, write_json_atomic, write_text_atomic

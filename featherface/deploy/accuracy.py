@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from featherface.eval.prediction_files import prediction_key
+from featherface.eval.widerface import evaluate
+from featherface.inference.images import list_images
+
 __all__ = ["ModelAccuracy", "wider_ap"]
 
 log = logging.getLogger(__name__)
@@ -51,10 +55,6 @@ def wider_ap(
         FileNotFoundError: no such folder, or no images in it.
         PredictionFileError: an image that is not in the ground truth.
     """
-    from featherface.eval.prediction_files import prediction_key
-    from featherface.eval.widerface import evaluate
-    from featherface.inference.images import list_images
-
     images_dir = Path(images_dir)
     paths = list_images(images_dir)[:limit] if limit else list_images(images_dir)
     if not paths:

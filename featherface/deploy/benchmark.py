@@ -32,7 +32,6 @@ on a random image is not representative; the detections count is recorded per ro
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -44,47 +43,44 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import onnxruntime as ort
+import torch
 
-from featherface.deploy.accuracy import ModelAccuracy
+from featherface.deploy.accuracy import ModelAccuracy, wider_ap
+from featherface.deploy.benchmark_result import (
+    BACKEND_LABELS,
+    CLOCK_LABELS,
+    GOAL_E2E_OVER_BARE,
+    GOAL_FUSED_OVER_UNFUSED,
+    GOAL_VS_RETINAFACE,
+    RETINAFACE,
+    UNFUSED,
+    YUNET,
+    BenchmarkResult,
+    LatencyRow,
+    ModelInfo,
+    Ratio,
+    ratio_label,
+)
+from featherface.deploy.export import export_onnx
+from featherface.deploy.openvino import OPENVINO_EXTRA, OpenVinoSession, import_openvino, openvino_available
+from featherface.deploy.profile import OpProfileRow, onnx_parameter_count, profile_onnx
+from featherface.deploy.timing import time_callable, time_interleaved
+from featherface.eval.ground_truth import load_ground_truth
+from featherface.inference.images import MEAN_BGR, read_image
+from featherface.inference.onnx import WIDER_SETTINGS, OnnxFaceDetector, RuntimeSettings, load_session, to_network_input
+from featherface.inference.peers import RETINAFACE_MEAN_BGR, RetinaFaceDetector, YuNetDetector, retinaface_weights
+from featherface.models.loading import load_weights
+from featherface.models.registry import create_model
+from featherface.models.summary import count_macs
 
-__all__ = [
-    "BACKEND_LABELS",
-    "BenchmarkConfig",
-    "BenchmarkResult",
-    "LatencyRow",
-    "ModelAccuracy",
-    "ModelInfo",
-    "OpProfileRow",
-    "Ratio",
-    "SMOKE",
-    "format_markdown",
-    "onnx_parameter_count",
-    "profile_onnx",
-    "run_benchmark",
-    "time_callable",
-    "time_interleaved",
-]
+__all__ = ["DEFAULT_MODELS", "SMOKE", "BenchmarkConfig", "run_benchmark"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS: tuple[str, ...] = ("featherface_odconv", "featherface_cbam", "featherface_none")
-RETINAFACE = "retinaface_mnet025"
-YUNET = "yunet_n"
-#: Suffix of the entries exported without the deployment rewrites (``compare_unfused``).
-UNFUSED = " (unfused)"
-#: Goals of the deployment issue: no slower than RetinaFace; end-to-end within 1.1x the bare network; the exact
-#: export rewrites at least 15% faster than the export before them.
-GOAL_VS_RETINAFACE = 1.0
-GOAL_E2E_OVER_BARE = 1.1
-GOAL_FUSED_OVER_UNFUSED = 0.85
-MEAN_BGR = (104.0, 117.0, 123.0)
-#: Bare-network runtimes and their labels.
-BACKEND_LABELS: dict[str, str] = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
-#: Clocks of the interleaved ratios: wall time, or (one thread only) the CPU time of the calling thread.
-CLOCK_LABELS: dict[str, str] = {"wall": "wall clock", "cpu": "CPU time"}
-#: Latency rows, in table order.
-BACKENDS: tuple[str, ...] = ("torch", "ort", "openvino", "e2e", "e2e_original")
 
 
 @dataclass(frozen=True)
@@ -183,210 +179,6 @@ SMOKE: dict[str, Any] = {"input_size": (160, 160), "threads": (1,), "runs": 3, "
 SMOKE_AP_IMAGES = 3
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """Size of one detector. ``macs`` is at the benchmark's input size (``None``: not counted)."""
-
-    name: str
-    kind: str  # "ours" | "peer"
-    params: int
-    macs: int | None
-    onnx_bytes: int | None
-    source: str
-
-
-@dataclass(frozen=True)
-class LatencyRow:
-    """One latency measurement in milliseconds.
-
-    Attributes:
-        model: detector name.
-        backend: ``"torch"`` (eager, bare), ``"ort"`` (ONNX Runtime fp32, bare), ``"openvino"`` (OpenVINO fp32,
-            bare), ``"e2e"`` (detector at ``size``, ONNX Runtime), ``"e2e_original"`` (detector at each image's
-            own size; median over images of per-image medians).
-        threads: intra-op threads.
-        size: ``"HxW"`` or ``"original"``.
-        median_ms, min_ms, max_ms: over the timed runs.
-        runs: timed runs (per image for ``e2e_original``).
-        detections: faces returned by the last end-to-end call (``None`` for bare rows).
-        cpu_median_ms: interleaved bare rows at one thread: median CPU time of the calling thread (the runtime's
-            compute time without waits for a core; ``None`` elsewhere).
-    """
-
-    model: str
-    backend: str
-    threads: int
-    size: str
-    median_ms: float
-    min_ms: float
-    max_ms: float
-    runs: int
-    detections: int | None = None
-    cpu_median_ms: float | None = None
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """A latency ratio (``numerator / denominator``) with the goal it is compared to (``value <= goal``).
-
-    For interleaved bare-network rows the value is the median of the per-round ratios, otherwise the ratio of
-    the two medians.
-    """
-
-    name: str
-    numerator: str
-    denominator: str
-    value: float
-    goal: float
-
-    @property
-    def met(self) -> bool:
-        return self.value <= self.goal
-
-
-@dataclass(frozen=True)
-class OpProfileRow:
-    """ORT time of one operator type per inference: ``total_ms`` summed over its nodes, ``share`` of all nodes;
-    ``model``: the export profiled."""
-
-    op_type: str
-    total_ms: float
-    nodes: int
-    share: float
-    model: str = ""
-
-
-@dataclass
-class BenchmarkResult:
-    """Everything one :func:`run_benchmark` measured; ``to_dict`` is JSON-ready."""
-
-    config: dict[str, Any]
-    environment: dict[str, Any]
-    models: list[ModelInfo]
-    latencies: list[LatencyRow]
-    ratios: list[Ratio]
-    profile: list[OpProfileRow]
-    notes: list[str]
-    accuracy: list[ModelAccuracy] = field(default_factory=list)
-
-    def latency(self, model: str, backend: str, threads: int) -> LatencyRow | None:
-        """The row of ``model`` / ``backend`` / ``threads`` (``None`` when not measured)."""
-        for row in self.latencies:
-            if (row.model, row.backend, row.threads) == (model, backend, threads):
-                return row
-        return None
-
-    def ratio(self, numerator: str, denominator: str) -> Ratio | None:
-        """The ratio between two measurements, named ``"<model> <backend> <threads>t"``."""
-        return next((r for r in self.ratios if (r.numerator, r.denominator) == (numerator, denominator)), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "environment": self.environment,
-            "models": [asdict(m) for m in self.models],
-            "latencies": [asdict(r) for r in self.latencies],
-            "ratios": [{**asdict(r), "met": r.met} for r in self.ratios],
-            "profile": [asdict(p) for p in self.profile],
-            "accuracy": [asdict(a) for a in self.accuracy],
-            "notes": list(self.notes),
-        }
-
-
-# ------------------------------------------------------------------------------------------------ timing
-def time_callable(fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float, float, Any]:
-    """``warmup`` untimed then ``runs`` timed calls of ``fn``: ``(median_ms, min_ms, max_ms, last result)``."""
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times), max(times), result
-
-
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int,
-                     warmup: int) -> dict[str, dict[str, list[float]]]:
-    """Per-call milliseconds of several callables timed in rounds: ``warmup`` untimed calls of each, then
-    ``rounds`` rounds in which each runs once, the order rotating by one from round to round.
-
-    Returns:
-        ``{name: {"wall": [ms per round], "cpu": [ms per round]}}``: wall clock (``time.perf_counter``) and CPU
-        time of the calling thread (``time.thread_time``), so ``times[a]["wall"][r] / times[b]["wall"][r]`` is the
-        ratio of round r. The CPU time is the compute time of a runtime that works in the calling thread (ONNX
-        Runtime and OpenVINO with one thread do), without the time the thread waited for a core.
-    """
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    times = {name: {"wall": [0.0] * rounds, "cpu": [0.0] * rounds} for name in names}
-    for r in range(rounds):
-        shift = r % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
-            wall, cpu = time.perf_counter(), time.thread_time()
-            fns[name]()
-            times[name]["cpu"][r] = (time.thread_time() - cpu) * 1e3
-            times[name]["wall"][r] = (time.perf_counter() - wall) * 1e3
-    return times
-
-
-def onnx_parameter_count(model: bytes | str | os.PathLike[str]) -> int:
-    """Elements of the float initializers of an ONNX model (its learnable parameters, as stored)."""
-    import onnx
-
-    proto = onnx.load_from_string(model) if isinstance(model, (bytes, bytearray)) else onnx.load(str(model))
-    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                   onnx.TensorProto.BFLOAT16}
-    return int(sum(int(np.prod(t.dims)) if t.dims else 1 for t in proto.graph.initializer
-                   if t.data_type in float_types))
-
-
-def profile_onnx(model: bytes | str | os.PathLike[str], x: np.ndarray, runs: int = 10, threads: int = 1,
-                 top: int = 10, name: str = "") -> list[OpProfileRow]:
-    """Per-operator time of an ONNX model in ORT (CPU, ``threads`` intra-op), aggregated by ``op_type``.
-
-    Runs one warm-up call, then ``runs`` profiled calls; ``total_ms`` is per call (the sum over the runs
-    divided by ``runs``), ``nodes`` the number of graph nodes of that type. Returns the ``top`` op types by time,
-    each row labelled ``name``.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    with tempfile.TemporaryDirectory(prefix="ff_profile_") as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
-        session.run(None, {input_name: x})
-        for _ in range(runs):
-            session.run(None, {input_name: x})
-        trace = Path(session.end_profiling())
-        events = json.loads(trace.read_text())
-    totals: dict[str, float] = {}
-    nodes: dict[str, set[str]] = {}
-    for event in events:
-        args = event.get("args") or {}
-        if event.get("cat") != "Node" or "op_name" not in args or not str(event.get("name", "")).endswith(
-                "_kernel_time"):
-            continue
-        op = str(args["op_name"])
-        totals[op] = totals.get(op, 0.0) + float(event.get("dur", 0.0))
-        nodes.setdefault(op, set()).add(str(event["name"]))
-    # the warm-up call is profiled too: runs + 1 calls in the trace
-    calls = runs + 1
-    grand = sum(totals.values()) or 1.0
-    rows = [OpProfileRow(op, us / calls / 1e3, len(nodes[op]), us / grand, name) for op, us in totals.items()]
-    rows.sort(key=lambda r: r.total_ms, reverse=True)
-    return rows[:top]
-
-
 # ------------------------------------------------------------------------------------------------ helpers
 def _load_average() -> list[float] | None:
     """1, 5 and 15-minute load averages (``None`` where the OS has none)."""
@@ -398,8 +190,6 @@ def _load_average() -> list[float] | None:
 
 def _synthetic_image(size: tuple[int, int], seed: int) -> np.ndarray:
     """A seeded ``(H, W, 3)`` uint8 BGR image: smooth random blobs (not pure noise)."""
-    import cv2
-
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (max(2, size[0] // 16), max(2, size[1] // 16), 3), dtype=np.uint8)
     image = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
@@ -407,21 +197,11 @@ def _synthetic_image(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def _net_input(image: np.ndarray, mean: Sequence[float]) -> np.ndarray:
-    x = image.astype(np.float32) - np.asarray(mean, dtype=np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-
 def _row(model: str, backend: str, threads: int, size: str, timing: tuple[float, float, float, Any], runs: int,
          detections: int | None = None) -> LatencyRow:
     median, low, high, _ = timing
     return LatencyRow(model, backend, threads, size, round(median, 3), round(low, 3), round(high, 3), runs,
                       detections)
-
-
-def _label(model: str, backend: str, threads: int) -> str:
-    """How a measurement is named in :class:`Ratio` (``numerator`` / ``denominator``)."""
-    return f"{model} {backend} {threads}t"
 
 
 @dataclass
@@ -441,9 +221,6 @@ class _Entry:
 def _original_size_row(entry: _Entry, images: Sequence[str], threads: int, runs: int,
                        score_threshold: float) -> LatencyRow:
     """End-to-end median over images (each the median of ``runs`` calls after one warm-up) at original size."""
-    from featherface.inference.images import read_image
-    from featherface.inference.onnx import RuntimeSettings
-
     detector = entry.make_detector(threads, RuntimeSettings(score_threshold=score_threshold))
     per_image, lows, highs, last = [], [], [], None
     for path in images:
@@ -459,14 +236,6 @@ def _original_size_row(entry: _Entry, images: Sequence[str], threads: int, runs:
 
 # ------------------------------------------------------------------------------------------------- entries
 def _our_entries(cfg: BenchmarkConfig, tmp: Path, models: list[ModelInfo]) -> list[_Entry]:
-    import torch
-
-    from featherface.deploy.export import export_onnx
-    from featherface.models.checkpoints import load_weights
-    from featherface.models.registry import create_model
-    from featherface.models.summary import count_macs
-    from featherface.inference.onnx import OnnxFaceDetector
-
     entries = []
     for name in cfg.models:
         torch.manual_seed(cfg.seed)
@@ -495,8 +264,6 @@ def _our_entries(cfg: BenchmarkConfig, tmp: Path, models: list[ModelInfo]) -> li
 
 
 def _peer_entries(cfg: BenchmarkConfig, models: list[ModelInfo], notes: list[str]) -> list[_Entry]:
-    from featherface.inference.peers import RETINAFACE_MEAN_BGR, RetinaFaceDetector, YuNetDetector, retinaface_weights
-
     entries = []
     if cfg.retinaface:
         try:
@@ -525,12 +292,8 @@ def _peer_entries(cfg: BenchmarkConfig, models: list[ModelInfo], notes: list[str
 def _bare_runner(entry: _Entry, backend: str, threads: int, x: np.ndarray) -> Callable[[], Any]:
     """A no-argument call running ``entry``'s network once on ``x`` in ``backend``."""
     if backend == "openvino":
-        from featherface.deploy.openvino import OpenVinoSession
-
         session: Any = OpenVinoSession(entry.onnx, threads=threads, input_shape=x.shape)
     else:
-        from featherface.inference.onnx import load_session
-
         session = load_session(entry.onnx, threads=threads, what=entry.name)
     feed = {session.get_inputs()[0].name: x}
     return lambda: session.run(None, feed)
@@ -540,8 +303,6 @@ def _available_backends(cfg: BenchmarkConfig, notes: list[str]) -> list[str]:
     backends = []
     for backend in cfg.backends:
         if backend == "openvino":
-            from featherface.deploy.openvino import OPENVINO_EXTRA, openvino_available
-
             if not openvino_available():
                 notes.append(f"OpenVINO skipped: not installed ({OPENVINO_EXTRA})")
                 continue
@@ -554,7 +315,7 @@ def _measure_bare(entries: list[_Entry], cfg: BenchmarkConfig, backends: list[st
     """Interleaved bare-network timing per runtime and thread count; ratios against RetinaFace (median of the
     per-round ratios) and of each fused export against its unfused one."""
     size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
-    inputs = {e.name: _net_input(image, e.net_mean) for e in entries}
+    inputs = {e.name: to_network_input(image, e.net_mean) for e in entries}
     for backend in backends:
         for threads in cfg.threads:
             runners = {e.name: _bare_runner(e, backend, threads, inputs[e.name]) for e in entries}
@@ -572,25 +333,22 @@ def _measure_bare(entries: list[_Entry], cfg: BenchmarkConfig, backends: list[st
                 per_round = [a / b for a, b in zip(times[numerator], times[denominator])]
                 name = (f"{numerator} / {denominator} ({BACKEND_LABELS[backend]} fp32, {threads} thread(s), "
                         f"{CLOCK_LABELS[clock]}, median of {cfg.runs} per-round ratios)")
-                ratios.append(Ratio(name, _label(numerator, backend, threads), _label(denominator, backend, threads),
-                                    round(statistics.median(per_round), 4), goal))
+                ratios.append(Ratio(name, ratio_label(numerator, backend, threads),
+                                    ratio_label(denominator, backend, threads), round(statistics.median(per_round), 4),
+                                    goal))
             log.info("benchmark: %s at %d thread(s) done", backend, threads)
 
 
 def _measure_torch_and_e2e(entries: list[_Entry], cfg: BenchmarkConfig, image: np.ndarray,
                            rows: list[LatencyRow]) -> None:
     """PyTorch eager (ours) and end-to-end ORT detector latencies, one detector after the other."""
-    import torch
-
-    from featherface.inference.onnx import RuntimeSettings
-
     size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
     settings = RuntimeSettings(score_threshold=cfg.score_threshold)
     torch_threads = torch.get_num_threads()
     for entry in entries:
         for threads in cfg.threads:
             if entry.torch_model is not None and cfg.torch_eager:
-                x_t = torch.from_numpy(_net_input(image, entry.net_mean))
+                x_t = torch.from_numpy(to_network_input(image, entry.net_mean))
                 torch.set_num_threads(threads)
                 try:
                     with torch.no_grad():
@@ -609,10 +367,6 @@ def _measure_torch_and_e2e(entries: list[_Entry], cfg: BenchmarkConfig, image: n
 
 def _measure_accuracy(entries: list[_Entry], cfg: BenchmarkConfig, notes: list[str]) -> list[ModelAccuracy]:
     """WIDER AP of every trained detector (ours with weights, the peers) on ``cfg.ap_images``."""
-    from featherface.deploy.accuracy import wider_ap
-    from featherface.eval.ground_truth import load_ground_truth
-    from featherface.inference.onnx import WIDER_SETTINGS
-
     gt = load_ground_truth(cfg.ap_gt)
     accuracy = []
     for entry in entries:
@@ -635,8 +389,9 @@ def _e2e_ratios(rows: list[LatencyRow], cfg: BenchmarkConfig) -> list[Ratio]:
         for threads in cfg.threads:
             e2e, bare = find(name, "e2e", threads), find(name, "ort", threads)
             if e2e and bare:
-                ratios.append(Ratio(f"{name} end-to-end / bare ORT {threads} thread(s)", _label(name, "e2e", threads),
-                                    _label(name, "ort", threads), e2e.median_ms / bare.median_ms, GOAL_E2E_OVER_BARE))
+                ratios.append(Ratio(f"{name} end-to-end / bare ORT {threads} thread(s)",
+                                    ratio_label(name, "e2e", threads), ratio_label(name, "ort", threads),
+                                    e2e.median_ms / bare.median_ms, GOAL_E2E_OVER_BARE))
     return ratios
 
 
@@ -647,10 +402,6 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
     Raises:
         KeyError: an unknown model name. FileNotFoundError: a missing weights file, image or AP folder.
     """
-    import onnxruntime as ort
-    import torch
-
-    from featherface.inference.onnx import RuntimeSettings
 
     cfg = config.effective()
     for path in cfg.images:
@@ -675,7 +426,7 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         _measure_torch_and_e2e(entries, cfg, image, rows)
         if cfg.profile:
             for entry in (e for e in entries if e.kind == "ours"):
-                profile += profile_onnx(entry.onnx, _net_input(image, entry.net_mean), runs=cfg.profile_runs,
+                profile += profile_onnx(entry.onnx, to_network_input(image, entry.net_mean), runs=cfg.profile_runs,
                                         threads=1, name=entry.name)
         if cfg.ap_images is not None:
             accuracy = _measure_accuracy(entries, cfg, notes)
@@ -697,103 +448,10 @@ def run_benchmark(config: BenchmarkConfig) -> BenchmarkResult:
         "load_average_before": load_before, "load_average_after": _load_average(),
     }
     if "openvino" in backends:
-        import openvino
-
-        environment["openvino"] = openvino.__version__
+        environment["openvino"] = import_openvino().__version__
     if max(load_before or [0.0]) > 0.5 * (os.cpu_count() or 1):
         notes.append(f"the machine was busy when the benchmark started (1-min load {load_before[0]:.2f} on "
                      f"{os.cpu_count()} CPUs): absolute times are pessimistic, multi-thread figures unreliable")
     cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     cfg_dict["weights"] = dict(cfg.weights)
     return BenchmarkResult(cfg_dict, environment, models, rows, ratios, profile, notes, accuracy)
-
-
-# ------------------------------------------------------------------------------------------------ report
-def _fmt_int(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
-
-
-def _speed_accuracy_table(result: BenchmarkResult) -> list[str]:
-    """One row per detector at the first thread count: bare latency and ratio against RetinaFace in each runtime,
-    then the AP (when measured)."""
-    measured = [r.threads for r in result.latencies if r.backend in BACKEND_LABELS]
-    threads = result.config.get("threads", sorted(measured))[0]
-    backends = [b for b in BACKEND_LABELS if any(r.backend == b for r in result.latencies)]
-    accuracy = {a.model: a for a in result.accuracy}
-    cpu = result.config.get("clock") == "cpu" and threads == 1
-    header = ["model"]
-    for b in backends:
-        header += [f"{BACKEND_LABELS[b]} {threads}t ({'CPU ' if cpu else ''}ms)", f"x {RETINAFACE}"]
-    if accuracy:
-        header += ["AP easy", "AP medium", "AP hard"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for info in result.models:
-        cells = [info.name]
-        for b in backends:
-            row = result.latency(info.name, b, threads)
-            ratio = result.ratio(_label(info.name, b, threads), _label(RETINAFACE, b, threads))
-            ms = None if row is None else row.cpu_median_ms if cpu else row.median_ms
-            cells += ["-" if ms is None else f"{ms:.2f}",
-                      "1" if info.name == RETINAFACE and row else "-" if ratio is None else f"{ratio.value:.2f}"]
-        if accuracy:
-            a = accuracy.get(info.name)
-            cells += ["-"] * 3 if a is None else [f"{100 * v:.2f}" for v in (a.easy, a.medium, a.hard)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _profile_table(profile: Sequence[OpProfileRow]) -> list[str]:
-    """Op types as rows, profiled exports as columns: ``ms (share %)``."""
-    models = list(dict.fromkeys(p.model for p in profile))
-    ops = list(dict.fromkeys(p.op_type for p in sorted(profile, key=lambda p: -p.total_ms)))
-    cell = {(p.model, p.op_type): p for p in profile}
-    lines = ["| op type | " + " | ".join(m or "model" for m in models) + " |", "|" + "---|" * (len(models) + 1)]
-    for op in ops:
-        cells = ["-" if (m, op) not in cell else f"{cell[m, op].total_ms:.2f} ({100 * cell[m, op].share:.0f} %)"
-                 for m in models]
-        lines.append(f"| {op} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def format_markdown(result: BenchmarkResult) -> str:
-    """The result as Markdown: speed and accuracy, sizes and all latencies, ratios, ORT profiles, notes."""
-    order = {b: i for i, b in enumerate(BACKENDS)}
-    columns = sorted(dict.fromkeys((r.backend, r.threads) for r in result.latencies),
-                     key=lambda c: (order.get(c[0], len(order)), c[1]))
-    header = ["model", "params", "MACs (G)", "ONNX (KB)"] + [f"{b} {t}t (ms)" for b, t in columns] + ["e2e dets"]
-    lines = [f"Input {result.config['input_size'][0]}x{result.config['input_size'][1]}, batch 1, "
-             f"median of {result.config['runs']} runs after {result.config['warmup']} warm-up.", ""]
-    if any(r.backend in BACKEND_LABELS for r in result.latencies):
-        clock = CLOCK_LABELS[result.config.get("clock", "wall")]
-        lines += [f"Speed (bare network, fp32, interleaved; ratio = median of per-round {clock} ratios against "
-                  f"{RETINAFACE} in the same runtime) and accuracy:", ""] + _speed_accuracy_table(result) + [""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for info in result.models:
-        cells = [info.name, _fmt_int(info.params), "n/a" if info.macs is None else f"{info.macs / 1e9:.3f}",
-                 "n/a" if info.onnx_bytes is None else f"{info.onnx_bytes / 1024:.0f}"]
-        for backend, threads in columns:
-            row = result.latency(info.name, backend, threads)
-            cells.append("-" if row is None else f"{row.median_ms:.2f}")
-        dets = next((r.detections for r in result.latencies if r.model == info.name and r.backend == "e2e"), None)
-        cells.append("-" if dets is None else str(dets))
-        lines.append("| " + " | ".join(cells) + " |")
-    if result.ratios:
-        lines += ["", "| ratio | value | goal | met |", "|---|---|---|---|"]
-        lines += [f"| {r.name} | {r.value:.3f} | <= {r.goal:g} | {'yes' if r.met else 'no'} |" for r in result.ratios]
-    if result.accuracy:
-        n = result.accuracy[0]
-        lines += ["", f"AP: WIDER FACE protocol, {n.images} of the {n.num_images_total} val images of the ground "
-                  "truth, the deployed ONNX file in ONNX Runtime (seconds: " +
-                  ", ".join(f"{a.model} {a.seconds:.0f}" for a in result.accuracy) + ")."]
-    if result.profile:
-        lines += ["", "ORT per-operator profile (1 thread, ms per inference, share of the node time):", ""]
-        lines += _profile_table(result.profile)
-    if result.notes:
-        lines += [""] + [f"- {note}" for note in result.notes]
-    env = result.environment
-    versions = f"torch {env['torch']}, onnxruntime {env['onnxruntime']}"
-    if "openvino" in env:
-        versions += f", openvino {env['openvino']}"
-    lines += ["", f"{versions}, {env['cpu_count']} CPUs, load {env.get('load_average_before')} -> "
-              f"{env.get('load_average_after')}, {env['seconds']} s"]
-    return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ kH, kW (from the weight shape)        ``kernel_shape``
 ====================================  ============================================================
 
 Sampling outside the (zero-padded) input reads zeros in both, with bilinear interpolation.
-``tests/test_export.py`` checks the mapping numerically against torchvision for strides, padding,
+``tests/deploy/test_export.py`` checks the mapping numerically against torchvision for strides, padding,
 dilation, weight groups, offset groups and both the modulated and the plain variant.
 
 Call :func:`register_deform_conv_symbolic` before ``torch.onnx.export(..., dynamo=False)``

@@ -9,7 +9,7 @@ kernel tap, the row then the column offset, in input pixels) and on the attribut
 the border: OpenVINO's default bilinear interpolation treats a sampling point in (-1, 0) differently from
 ONNX / torchvision (outputs off by 0.6 on a randomly initialised V1 export, by up to 2.2 on a trained one).
 With ``bilinear_interpolation_pad=True`` it samples the zero padding like them, and the whole model matches
-onnxruntime to about 1e-6 (``tests/test_openvino.py``).
+onnxruntime to about 1e-6 (``tests/deploy/test_openvino.py``).
 
 :class:`OpenVinoSession` wraps a compiled model in the small part of the ``onnxruntime.InferenceSession``
 interface that :mod:`featherface.inference.onnx` and :mod:`featherface.deploy.benchmark` use (``get_inputs``,

@@ -28,6 +28,7 @@ drop-in replacement for :class:`~featherface.inference.onnx.OnnxFaceDetector`.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import statistics
@@ -38,9 +39,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from featherface.inference.images import MEAN_BGR, read_image
+from featherface.eval.predict import predict_folder
+from featherface.eval.widerface import evaluate_folder
+from featherface.inference.images import MEAN_BGR, list_images, read_image
 from featherface.inference.onnx import WIDER_SETTINGS, OnnxFaceDetector, fit_and_pad, load_session, to_network_input
+from featherface.utils.io import atomic_target
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -81,13 +88,7 @@ def calibration_input(path: str | os.PathLike[str], size: int) -> np.ndarray:
     return to_network_input(image, MEAN_BGR)
 
 
-def _reader_base() -> type:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return CalibrationDataReader
-
-
-class ImageCalibrationReader(_reader_base()):  # type: ignore[misc]
+class ImageCalibrationReader(CalibrationDataReader):
     """An onnxruntime ``CalibrationDataReader`` over image files: one ``{input_name: (1, 3, size, size)}`` feed per
     image, decoded lazily (see :func:`calibration_input`); :meth:`rewind` starts over."""
 
@@ -140,8 +141,6 @@ def _preprocess(src: Path, dest: Path) -> Path:
 
     Symbolic shape inference is skipped: it does not know ``DeformConv``, and on failure onnxruntime 1.32 dumps
     ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` file into the current working directory."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     try:
         quant_pre_process(str(src), str(dest), skip_symbolic_shape=True)
         log.info("quant_pre_process %s done", src)
@@ -189,11 +188,6 @@ def quantize_static_onnx(
         ValueError: no calibration images, a bad ``size`` or ``method``.
         QuantizationError: onnxruntime failed to quantise, or the result does not load / run.
     """
-    import json
-
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     src = Path(fp32_path)
     images = _check_inputs(src, calibration_images, size, method, activations)
     dest = Path(out_path)
@@ -202,7 +196,8 @@ def quantize_static_onnx(
     input_name = float_model.graph.input[0].name
     excluded_types = set(exclude_op_types) | set(FLOAT_ONLY_OP_TYPES)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=dest.parent) as work:
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=dest.parent) as work, \
+            atomic_target(dest, suffix=".onnx") as tmp_out:
         work_dir = Path(work)
         prepared = _preprocess(src, work_dir / "prepared.onnx")
         graph = onnx.load(str(prepared)).graph
@@ -213,7 +208,6 @@ def quantize_static_onnx(
         log.info("quantising %s: %d calibration images at %d px, %s, per_channel=%s, kept float: %d node(s) "
                  "(op types %s, names %s)", src, len(images), size, method, per_channel, len(excluded),
                  sorted(excluded_types), list(exclude_nodes))
-        tmp_out = work_dir / "int8.onnx"
         reader = ImageCalibrationReader(images, size, input_name)
         try:
             quantize_static(
@@ -241,8 +235,6 @@ def quantize_static_onnx(
             session.run(None, {input_name: calibration_input(images[0], size)})
         except Exception as exc:
             raise QuantizationError(f"the INT8 model quantised from {src} does not run: {exc}") from exc
-        os.chmod(tmp_out, 0o644)
-        os.replace(tmp_out, dest)
     log.info("wrote %s (%.1f kB -> %.1f kB) in %.1f s", dest, src.stat().st_size / 1e3, dest.stat().st_size / 1e3,
              time.perf_counter() - start)
     return dest
@@ -318,10 +310,6 @@ def compare_int8(
         ``"latency_ms": {"fp32": {...}, "int8": {...}}``, ``"speedup": {"network": fp32 / int8 network
         latency, "per_image": ...}``, ``"num_images"``, ``"ship"``: every |AP change| <= 1.0 point}.
     """
-    from featherface.eval.predict import predict_folder
-    from featherface.eval.widerface import evaluate_folder
-    from featherface.inference.images import list_images
-
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     models = {"fp32": Path(fp32_path), "int8": Path(int8_path)}

@@ -31,7 +31,11 @@ TorchScript-based exporter refuses). Height and width stay dynamic. :func:`fuse_
 keep their batch-independent im2col formulation.
 
 The rewritten modules run in eager PyTorch as well (deformable convs by :func:`deform_conv2d_by_sampling`), so
-a rewritten model can be compared with the original one directly (``tests/test_deploy.py``).
+a rewritten model can be compared with the original one directly (``tests/deploy/test_rewrites.py``).
+
+Why one module of about 520 lines: it has one job, the exact rewrite that :func:`fuse_for_export` applies, and its
+parts are not used apart (the SSH rewrite composes the ODConv and deformable ones, and the heads' permutation
+undoes the SSH's shuffle); kept together so that each folding can be read next to the algebra above.
 """
 
 from __future__ import annotations

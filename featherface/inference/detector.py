@@ -164,7 +164,7 @@ class FaceDetector:
             CheckpointError: an unreadable file, or weights that do not fit the model (listing the missing and
                 unexpected keys and the shape mismatches), or a fork state dict with ``model=None``.
         """
-        from featherface.models.checkpoints import load_trained_model, load_weights
+        from featherface.models.loading import load_trained_model, load_weights
         from featherface.models.registry import create_model
 
         weights = Path(weights)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from featherface.models.convert import load_imagenet_backbone
 from featherface.nn.blocks import ConvBNAct, DepthwiseSeparable
 
 __all__ = ["MobileNetV1Backbone", "BACKBONE_CHANNELS"]
@@ -69,8 +70,6 @@ class MobileNetV1Backbone(nn.Module):
     def load_imagenet(self, path: str | Path) -> None:
         """Load the ImageNet MobileNetV1-0.25 weights (``mobilenetV1X0.25_pretrain.tar``) from ``path``.
 
-        See :func:`featherface.models.checkpoints.load_imagenet_backbone`.
+        See :func:`featherface.models.convert.load_imagenet_backbone`.
         """
-        from featherface.models.checkpoints import load_imagenet_backbone
-
         load_imagenet_backbone(self, path)

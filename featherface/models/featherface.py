@@ -36,6 +36,9 @@ from torch import nn
 from featherface.models.backbone import BACKBONE_CHANNELS, MobileNetV1Backbone
 from featherface.models.heads import DetectionHeads
 from featherface.nn.bifpn import BiFPN
+from featherface.nn.cbam import CBAM
+from featherface.nn.eca_sam import ECASAM
+from featherface.nn.odconv_attention import ODConvAttention
 from featherface.nn.ssh import SSH
 
 __all__ = [
@@ -45,7 +48,6 @@ __all__ = [
     "FeatherFaceConfig",
     "build_attention",
     "feature_map_sizes",
-    "num_priors",
 ]
 
 #: Kinds of attention block.
@@ -216,7 +218,7 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
 
     Args:
         kind: ``"none"`` (identity), ``"cbam"`` (:class:`featherface.nn.cbam.CBAM`) or ``"odconv"``
-            (:class:`featherface.nn.odconv_attention.ODConvAttention`, imported lazily) or ``"eca_sam"``
+            (:class:`featherface.nn.odconv_attention.ODConvAttention`) or ``"eca_sam"``
             (:class:`featherface.nn.eca_sam.ECASAM`, the fork's ECA + spatial attention).
         channels: C.
         **kwargs: forwarded to the block's constructor.
@@ -224,20 +226,10 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     if kind == "cbam":
-        from featherface.nn.cbam import CBAM
-
         return CBAM(channels, **kwargs)
     if kind == "odconv":
-        try:
-            from featherface.nn.odconv_attention import ODConvAttention
-        except ImportError as err:
-            raise ImportError(
-                f"attention='odconv' needs featherface.nn.odconv_attention.ODConvAttention: {err}"
-            ) from err
         return ODConvAttention(channels, **kwargs)
     if kind == "eca_sam":
-        from featherface.nn.eca_sam import ECASAM
-
         return ECASAM(channels, **kwargs)
     raise ValueError(
         f"unknown attention kind {kind!r}{_suggest(kind, ATTENTION_KINDS)}; known: {list(ATTENTION_KINDS)}"
@@ -247,11 +239,6 @@ def build_attention(kind: str, channels: int, **kwargs: Any) -> nn.Module:
 def feature_map_sizes(height: int, width: int) -> list[tuple[int, int]]:
     """(rows, columns) of the P3, P4, P5 maps for an H x W input: ``(ceil(H / s), ceil(W / s))``."""
     return [(math.ceil(height / s), math.ceil(width / s)) for s in STRIDES]
-
-
-def num_priors(height: int, width: int, num_anchors: int = 2) -> int:
-    """P, the number of outputs for an H x W input."""
-    return num_anchors * sum(h * w for h, w in feature_map_sizes(height, width))
 
 
 class FeatherFace(nn.Module):
@@ -327,7 +314,3 @@ class FeatherFace(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.forward_features(x)
         return self.heads([f["s3"], f["s4"], f["s5"]])
-
-    def trunk_parameter_names(self) -> list[str]:
-        """State-dict keys outside the attention blocks (the part shared by every variant)."""
-        return [k for k in self.state_dict() if not k.startswith("attention.")]

@@ -29,6 +29,7 @@ import difflib
 from typing import Any, Callable
 
 from featherface.models.featherface import FeatherFace, FeatherFaceConfig, check_config_keys
+from featherface.nn.odconv_attention import RECOMMENDED_KWARGS, RECOMMENDED_SITES
 
 __all__ = ["create_model", "list_models", "model_config"]
 
@@ -46,10 +47,6 @@ def _eca_sam() -> FeatherFaceConfig:
 
 
 def _odconv() -> FeatherFaceConfig:
-    try:
-        from featherface.nn.odconv_attention import RECOMMENDED_KWARGS, RECOMMENDED_SITES
-    except ImportError as err:
-        raise ImportError(f"featherface_odconv needs featherface.nn.odconv_attention: {err}") from err
     return FeatherFaceConfig(
         width=52,
         bifpn_repeats=3,
@@ -60,8 +57,6 @@ def _odconv() -> FeatherFaceConfig:
 
 
 def _odconv4() -> FeatherFaceConfig:
-    from featherface.nn.odconv_attention import RECOMMENDED_KWARGS
-
     return FeatherFaceConfig(
         width=52,
         bifpn_repeats=3,

@@ -32,6 +32,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from featherface.nn.odconv import ODConv2d
+
 __all__ = [
     "MacRow",
     "ModelSummary",
@@ -147,14 +149,6 @@ def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
     return rows * module.in_features * module.out_features
 
 
-def _odconv_class() -> type | None:
-    try:
-        from featherface.nn.odconv import ODConv2d
-    except ImportError:
-        return None
-    return ODConv2d
-
-
 def odconv_macs(module: Any, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
     """MACs of one ODConv2d forward (see the module docstring), for the given (B, C, H, W) shapes."""
     b = int(input_shape[0])
@@ -220,7 +214,6 @@ def count_macs(
     Returns:
         (total MACs, rows per module at ``depth`` in registration order, MACs per layer type).
     """
-    odconv_cls = _odconv_class()
     names = {m: n for n, m in model.named_modules()}
     records: list[tuple[str, str, int]] = []
     handles = []
@@ -236,7 +229,7 @@ def count_macs(
             macs += _linear_macs(module, out)
         if hasattr(module, "extra_macs") and in_shape is not None:
             macs += int(module.extra_macs(in_shape))
-        elif odconv_cls is not None and isinstance(module, odconv_cls) and in_shape is not None:
+        elif isinstance(module, ODConv2d) and in_shape is not None:
             macs += odconv_macs(module, in_shape, tuple(out.shape))
         if macs:
             records.append((names.get(module, "?"), kind, macs))

@@ -25,7 +25,7 @@ __all__ = ["MAX_EPOCH_ROWS", "PARITY_TOLERANCE", "REPORT_FILE", "render_markdown
 
 #: The report's file name inside its output folder.
 REPORT_FILE = "report.md"
-#: Max abs difference the export stage's built-in check accepts (``featherface.deploy.export.CHECK_ATOL``; a test keeps
+#: Max abs difference the export stage's built-in check accepts (``featherface.deploy.contract.CHECK_ATOL``; a test keeps
 #: the two equal). A summary whose ``options`` name another ``atol`` is judged against that one.
 PARITY_TOLERANCE = 1e-3
 #: Rows of the per-epoch training table (evenly spaced epochs, the first and the last included).

@@ -85,7 +85,8 @@ def run_benchmark_stage(params: Params, root: str | Path) -> Any:
     Raises:
         FileNotFoundError: the weights are missing. KeyError: an unknown model name.
     """
-    from featherface.deploy.benchmark import BenchmarkConfig, format_markdown, run_benchmark
+    from featherface.deploy.benchmark import BenchmarkConfig, run_benchmark
+    from featherface.deploy.benchmark_result import format_markdown
     from featherface.utils.provenance import atomic_write_text, write_json, write_record
 
     root = Path(root)

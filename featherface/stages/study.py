@@ -70,7 +70,7 @@ def _read_metrics(path: Path) -> list[dict[str, str]]:
 
 
 def _count_parameters(final: Path) -> int:
-    from featherface.models.checkpoints import build_model_from_checkpoint
+    from featherface.models.loading import build_model_from_checkpoint
 
     model = build_model_from_checkpoint(final)
     return sum(p.numel() for p in model.parameters())

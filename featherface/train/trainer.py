@@ -14,7 +14,7 @@
   (the dataset's augmentation seed and the shuffle seed: with the epoch they fix every sample of the next
   epochs, see :mod:`featherface.data.dataset`) and ``wall_s``.
 * ``final.pt`` at the end: the model, its config, ``train_config``, ``model_name`` and ``epoch``; readable by
-  :func:`~featherface.models.checkpoints.build_model_from_checkpoint`. The ODConv temperature buffers keep
+  :func:`~featherface.models.loading.build_model_from_checkpoint`. The ODConv temperature buffers keep
   the value of the last step (``temperature_end`` once ``temperature_epochs`` have passed).
 * ``metrics.csv``: one row per epoch (:mod:`featherface.train.metrics`): ``epoch`` (1-based, epochs completed),
   ``step`` (optimiser steps so far), ``lr`` / ``lr_attention`` (rates of the epoch's last step), ``loss``,
@@ -56,9 +56,9 @@ from featherface.models.checkpoints import (
     CheckpointWriteError,
     load_checkpoint,
     load_state_dict_checked,
-    load_trained_model,
     save_checkpoint,
 )
+from featherface.models.loading import load_trained_model
 from featherface.models.transfer import transfer_weights
 from featherface.nn.odconv import ODConv2d, set_temperature
 from featherface.ops.priors import make_priors
@@ -177,7 +177,7 @@ def build_model(config: TrainConfig, weights_base: str | Path = ".", load_init: 
         weights_base: the folder relative weight paths are resolved against (the parameter file's folder).
         load_init: read the ``imagenet`` / ``fork_trunk`` weights (False when a checkpoint will overwrite them).
     """
-    from featherface.models.checkpoints import load_fork_weights, load_imagenet_backbone
+    from featherface.models.convert import load_fork_weights, load_imagenet_backbone
     from featherface.models.registry import create_model
 
     overrides: dict[str, Any] = {}

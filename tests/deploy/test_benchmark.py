@@ -9,18 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featherface.deploy.benchmark import (
-    BenchmarkConfig,
-    BenchmarkResult,
-    LatencyRow,
-    ModelInfo,
-    Ratio,
-    format_markdown,
-    onnx_parameter_count,
-    run_benchmark,
-    time_callable,
-    time_interleaved,
-)
+from featherface.deploy.benchmark import BenchmarkConfig, run_benchmark
+from featherface.deploy.benchmark_result import BenchmarkResult, LatencyRow, ModelInfo, Ratio, format_markdown
+from featherface.deploy.profile import onnx_parameter_count
+from featherface.deploy.timing import time_callable, time_interleaved
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +165,9 @@ def test_openvino_backend_smoke() -> None:
 
 
 def test_openvino_missing_is_a_note(monkeypatch) -> None:
-    import featherface.deploy.openvino as ovb
+    import featherface.deploy.benchmark as bench
 
-    monkeypatch.setattr(ovb, "openvino_available", lambda: False)
+    monkeypatch.setattr(bench, "openvino_available", lambda: False)
     result = run_benchmark(BenchmarkConfig(models=("featherface_none",), retinaface=False, torch_eager=False,
                                            profile=False, smoke=True, backends=("ort", "openvino")))
     assert any("OpenVINO skipped" in n for n in result.notes)

@@ -17,9 +17,12 @@ import torchvision
 from torch import nn
 
 from featherface.deploy import export as ex
+from featherface.deploy import torchscript
+from featherface.deploy.contract import ExportError
+from featherface.deploy.parity import check_parity, detect_format, load_exported
 from tests.detection_asserts import assert_same_detections_up_to_ties
 from featherface.inference.images import read_image, to_tensor
-from featherface.models.checkpoints import load_weights
+from featherface.models.loading import load_weights
 from featherface.models.registry import create_model
 from featherface.nn.odconv import ODConv2d
 from featherface.deploy.onnx_ops import register_deform_conv_symbolic
@@ -178,7 +181,7 @@ def test_onnx_tiny_models_parity_dynamic(name, tiny_models, tmp_path):
         assert [d.dim_param for d in out.type.tensor_type.shape.dim][:2] == ["batch", "priors"]
 
     # batch 1 at the export size, batch 3 at another (odd) size: raw outputs and final detections
-    runner = ex.load_exported(path, threads=1)
+    runner = load_exported(path, threads=1)
     for x in inputs_for(TINY_SIZES):
         with torch.no_grad():
             eager, got = model(x), runner(x)
@@ -186,7 +189,7 @@ def test_onnx_tiny_models_parity_dynamic(name, tiny_models, tmp_path):
             assert g.shape == e.shape
             assert (g - e).abs().max() <= RAW_ATOL
         assert assert_same_detections(got, eager, x.shape[2], x.shape[3]) > 0
-    parity = ex.check_parity(model, path, inputs_for(TINY_SIZES, seed=5), threads=1)
+    parity = check_parity(model, path, inputs_for(TINY_SIZES, seed=5), threads=1)
     assert set(parity) == {"loc", "logits", "landmarks"}
     assert max(parity.values()) <= RAW_ATOL
 
@@ -194,8 +197,8 @@ def test_onnx_tiny_models_parity_dynamic(name, tiny_models, tmp_path):
 @pytest.mark.parametrize("name", TINY_NAMES)
 def test_torchscript_tiny_models_other_sizes(name, tiny_models, tmp_path):
     model = tiny_models[name]
-    path = ex.export_torchscript(model, tmp_path / f"{name}.pt", input_size=(64, 96))
-    traced = ex.load_exported(path)
+    path = torchscript.export_torchscript(model, tmp_path / f"{name}.pt", input_size=(64, 96))
+    traced = load_exported(path)
     assert isinstance(traced, torch.jit.ScriptModule)
     # traced at 1 x 64 x 96; run at other batch sizes and sizes (BiFPN resize / pool follow the input)
     for x in inputs_for(TINY_SIZES + ((2, 33, 17), (1, 160, 128))):
@@ -205,11 +208,11 @@ def test_torchscript_tiny_models_other_sizes(name, tiny_models, tmp_path):
             assert g.shape == e.shape
             assert (g - e).abs().max() <= RAW_ATOL
         assert_same_detections(got, eager, x.shape[2], x.shape[3])
-    extra = {ex.TORCHSCRIPT_METADATA: ""}
+    extra = {torchscript.TORCHSCRIPT_METADATA: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
         torch.jit.load(str(path), _extra_files=extra)
-    meta = json.loads(extra[ex.TORCHSCRIPT_METADATA])
+    meta = json.loads(extra[torchscript.TORCHSCRIPT_METADATA])
     assert json.loads(meta["featherface.config"])["width"] == 16
 
 
@@ -220,7 +223,7 @@ def test_odconv_export_has_dynamic_batch_without_grouped_conv(tiny_models, tmp_p
                           dynamic_batch=True)
     proto = onnx.load(str(path))
     assert "MatMul" in {n.op_type for n in proto.graph.node}
-    runner = ex.load_exported(path, threads=1)
+    runner = load_exported(path, threads=1)
     for batch in (1, 4):  # traced at batch 2
         x = inputs_for([(batch, 40, 56)], seed=batch)[0]
         with torch.no_grad():
@@ -266,7 +269,7 @@ def test_onnx_fused_batch1_matches_eager_at_two_sizes(name, fused_models, tmp_pa
     meta = {p.key: p.value for p in proto.metadata_props}
     fused = json.loads(meta["featherface.fused"])
     assert fused["deformable"] == (15 if deformable else 0) and fused["kept"] == []
-    runner = ex.load_exported(path, threads=1)
+    runner = load_exported(path, threads=1)
     assert runner.fixed_batch == 1
     for x in inputs_for(((1, 64, 96), (1, 97, 61)), seed=7):
         with torch.no_grad():
@@ -291,7 +294,7 @@ def test_dynamic_batch_export_of_odconv_models(name, fused_models, tmp_path):
     assert not [n for n in proto.graph.node if n.op_type == "Conv" and _weight_is_computed(proto, n)]
     fused = json.loads({p.key: p.value for p in proto.metadata_props}["featherface.fused"])
     assert len(fused["kept"]) == (5 if name == "featherface_odconv4" else 15)
-    runner = ex.load_exported(path, threads=1)
+    runner = load_exported(path, threads=1)
     for x in inputs_for(((1, 48, 64), (3, 61, 37)), seed=9):
         with torch.no_grad():
             assert max((g - e).abs().max() for g, e in zip(runner(x), model(x))) <= RAW_ATOL
@@ -327,7 +330,7 @@ def test_static_export_has_fixed_shape(tiny_models, tmp_path):
     path = ex.export_onnx(model, tmp_path / "static.onnx", dynamic=False, input_size=(48, 40), batch_size=2)
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 48, 40]
-    parity = ex.check_parity(model, path, inputs_for([(2, 48, 40)]))
+    parity = check_parity(model, path, inputs_for([(2, 48, 40)]))
     assert max(parity.values()) <= RAW_ATOL
 
 
@@ -349,7 +352,7 @@ def test_bad_opset_and_sizes(tiny_models, tmp_path):
     with pytest.raises(ValueError, match="input_size"):
         ex.export_onnx(model, tmp_path / "a.onnx", input_size=(64,))
     with pytest.raises(ValueError, match="batch_size"):
-        ex.export_torchscript(model, tmp_path / "a.pt", batch_size=0)
+        torchscript.export_torchscript(model, tmp_path / "a.pt", batch_size=0)
     with pytest.raises(ValueError, match="suffix"):
         ex.export_model(model, tmp_path / "a.bin")
     with pytest.raises(ValueError, match="do not apply to TorchScript"):
@@ -362,11 +365,12 @@ def test_failed_check_leaves_destination_untouched(tiny_models, tmp_path, monkey
     target.write_bytes(b"previous")
 
     def failing_check(*args, **kwargs):
-        raise ex.ExportError("simulated parity failure")
+        raise ExportError("simulated parity failure")
 
-    monkeypatch.setattr(ex, "_self_check", failing_check)
-    for export in (ex.export_onnx, ex.export_torchscript):
-        with pytest.raises(ex.ExportError, match="simulated"):
+    monkeypatch.setattr(ex, "self_check", failing_check)
+    monkeypatch.setattr(torchscript, "self_check", failing_check)
+    for export in (ex.export_onnx, torchscript.export_torchscript):
+        with pytest.raises(ExportError, match="simulated"):
             export(tiny_models["featherface_none"], target, input_size=(32, 32))
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left behind
@@ -376,7 +380,7 @@ def test_export_does_not_touch_the_model(tmp_path):
     model = randomised(create_model("featherface_odconv", width=16, bifpn_repeats=1)).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ex.export_onnx(model, tmp_path / "m.onnx", input_size=(32, 32), check=False)
-    ex.export_torchscript(model, tmp_path / "m.pt", input_size=(32, 32), check=False)
+    torchscript.export_torchscript(model, tmp_path / "m.pt", input_size=(32, 32), check=False)
     assert model.training and all(p.requires_grad for p in model.parameters())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -389,16 +393,16 @@ def test_check_parity_sees_a_changed_model(tiny_models, tmp_path):
     changed.load_state_dict(model.state_dict())
     with torch.no_grad():
         changed.heads.landmark[0].bias.add_(0.25)  # only the stride-8 landmark outputs move
-    parity = ex.check_parity(changed, path, inputs_for([(1, 32, 32)]))
+    parity = check_parity(changed, path, inputs_for([(1, 32, 32)]))
     assert parity["landmarks"] == pytest.approx(0.25, abs=1e-4)
     assert parity["loc"] <= RAW_ATOL and parity["logits"] <= RAW_ATOL
     with torch.no_grad():
         changed.heads.cls[1].bias[0] = float("nan")
-    assert np.isnan(ex.check_parity(changed, path, inputs_for([(1, 32, 32)]))["logits"])
+    assert np.isnan(check_parity(changed, path, inputs_for([(1, 32, 32)]))["logits"])
     with pytest.raises(ValueError, match="inputs is empty"):
-        ex.check_parity(model, path, [])
+        check_parity(model, path, [])
     with pytest.raises(ValueError, match=r"inputs\[0\]"):
-        ex.check_parity(model, path, [torch.zeros(3, 32, 32)])
+        check_parity(model, path, [torch.zeros(3, 32, 32)])
 
 
 def test_onnx_model_in_face_detector(tiny_models, tmp_path):
@@ -409,7 +413,7 @@ def test_onnx_model_in_face_detector(tiny_models, tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     settings = dict(score_threshold=0.3, device="cpu")
     ref = FaceDetector(model, **settings)(image)
-    got = FaceDetector(ex.load_exported(path), **settings)(image)
+    got = FaceDetector(load_exported(path), **settings)(image)
     assert len(got) == len(ref) > 0
     torch.testing.assert_close(got.boxes, ref.boxes, atol=1e-3, rtol=0)
 
@@ -444,8 +448,8 @@ def v1_eager(v1, v1_inputs):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_v1_real_image_parity(fmt, v1, v1_inputs, v1_eager, tmp_path):
     path = ex.export_model(v1, tmp_path / ("v1.onnx" if fmt == "onnx" else "v1.pt"), input_size=(128, 160))
-    assert ex.detect_format(path) == fmt
-    runner = ex.load_exported(path, threads=1)
+    assert detect_format(path) == fmt
+    runner = load_exported(path, threads=1)
     assert v1_inputs[0].shape == (1, 3, 369, 1024)
     faces = 0
     for x, eager in zip(v1_inputs, v1_eager):

@@ -20,7 +20,7 @@ from featherface.deploy.onnx_ops import register_deform_conv_symbolic  # noqa: E
 from featherface.deploy.openvino import OpenVinoSession  # noqa: E402
 from featherface.inference.onnx import OnnxFaceDetector, WIDER_SETTINGS  # noqa: E402
 from tests.detection_asserts import assert_same_detections_up_to_ties  # noqa: E402
-from tests.test_export import randomised  # noqa: E402
+from tests.deploy.test_export import randomised  # noqa: E402
 
 
 class _Deform(nn.Module):

@@ -45,7 +45,7 @@ def test_load_imagenet_weights(weights_dir: Path) -> None:
 
 
 def test_load_imagenet_reports_dropped_classifier(weights_dir: Path) -> None:
-    from featherface.models.checkpoints import load_imagenet_backbone
+    from featherface.models.convert import load_imagenet_backbone
 
     report = load_imagenet_backbone(MobileNetV1Backbone(), weights_dir / "mobilenetV1X0.25_pretrain.tar")
     assert set(report.skipped) == {"module.fc.weight", "module.fc.bias"}

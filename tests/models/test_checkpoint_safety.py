@@ -14,11 +14,11 @@ from featherface.inference.detector import FaceDetector
 from featherface.models.checkpoints import (
     CheckpointError,
     CheckpointWriteError,
-    build_model_from_checkpoint,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
+from featherface.models.loading import build_model_from_checkpoint
 from featherface.models.featherface import FeatherFace, FeatherFaceConfig
 
 TINY = FeatherFaceConfig(width=8, bifpn_repeats=1)

@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from featherface.models.checkpoints import (
-    CheckpointError,
-    build_model_from_checkpoint,
-    convert_fork_state_dict,
-    load_checkpoint,
-    load_fork_weights,
-    load_weights,
-    save_checkpoint,
-)
-from featherface.models.featherface import ATTENTION_SITES, FeatherFace, FeatherFaceConfig, num_priors
+from featherface.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from featherface.models.convert import convert_fork_state_dict, load_fork_weights
+from featherface.models.featherface import ATTENTION_SITES, FeatherFace, FeatherFaceConfig
+from featherface.models.loading import build_model_from_checkpoint, load_weights
 from featherface.models.registry import create_model
+from featherface.ops.priors import num_priors
 
 TINY = FeatherFaceConfig(width=8, bifpn_repeats=1, attention="cbam", attention_sites=("c5", "p5"))
 

@@ -13,8 +13,8 @@ from featherface.models.featherface import (
     FeatherFaceConfig,
     build_attention,
     feature_map_sizes,
-    num_priors,
 )
+from featherface.ops.priors import num_priors
 
 
 def n_params(module: torch.nn.Module) -> int:

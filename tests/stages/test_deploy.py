@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featherface.deploy.benchmark import BenchmarkResult, LatencyRow
+from featherface.deploy.benchmark_result import BenchmarkResult, LatencyRow
 from featherface.stages.deploy import latency_metrics
 
 

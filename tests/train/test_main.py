@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from featherface.config import ConfigError
-from featherface.models.checkpoints import build_model_from_checkpoint, load_checkpoint
+from featherface.models.checkpoints import load_checkpoint
+from featherface.models.loading import build_model_from_checkpoint
 from featherface.train.trainer import ResumeMismatchError, load_train_params, run_training
 from tests.train import restore_threads  # noqa: F401 (autouse fixture)
 

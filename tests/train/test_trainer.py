@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from featherface.config import ConfigError
-from featherface.models.checkpoints import build_model_from_checkpoint, load_checkpoint
+from featherface.models.checkpoints import load_checkpoint
+from featherface.models.loading import build_model_from_checkpoint
 from featherface.models.registry import create_model
 from featherface.nn.odconv import ODConv2d
 from featherface.train.metrics import BASE_COLUMNS, entropy_columns

@@ -16,9 +16,14 @@ DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
-    "featherface/deploy/export.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py", "featherface/stages/deploy.py"
+    "featherface/deploy/export.py", "featherface/deploy/contract.py", "featherface/deploy/parity.py",
+    "featherface/deploy/torchscript.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py",
+    "featherface/stages/deploy.py"
 ]
-BENCHMARK_CODE = EXPORT_CODE + ["featherface/deploy/benchmark.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py"]
+BENCHMARK_CODE = EXPORT_CODE + [
+    "featherface/deploy/benchmark.py", "featherface/deploy/benchmark_result.py", "featherface/deploy/profile.py",
+    "featherface/deploy/timing.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py"
+]
 
 
 rule export:
