@@ -23,8 +23,8 @@ import yaml
 
 from featherface.cli import main
 from featherface.models.checkpoints import load_checkpoint
+from featherface.stages.train import run_training
 from featherface.train.run_folder import RunFolderError
-from featherface.train.trainer import run_training
 from tests.train import restore_threads  # noqa: F401 (autouse fixture)
 from tests.train.test_main import _write_widerface
 

@@ -16,7 +16,8 @@ import yaml
 
 from featherface.config import ConfigError
 from featherface.models.checkpoints import build_model_from_checkpoint, load_checkpoint
-from featherface.train.trainer import ResumeMismatchError, load_train_params, run_training
+from featherface.stages.train import load_train_params, run_training
+from featherface.train.state import ResumeMismatchError
 from tests.train import restore_threads  # noqa: F401 (autouse fixture)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
