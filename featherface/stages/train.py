@@ -18,6 +18,7 @@ from featherface.models.checkpoints import CheckpointError
 from featherface.train import distributed
 from featherface.train.builders import build_dataset, select_device, weights_path
 from featherface.train.config import TrainConfig
+from featherface.train.distributed import DistEnv
 from featherface.train.engine import Trainer
 from featherface.train.run_folder import RunFolderLock, prepare_run_folder, set_aside
 from featherface.train.state import ResumeMismatchError
@@ -102,37 +103,9 @@ def run_training(
         extra_dirs = [resolve_path(d, base) for d in config.extra_train_dirs]
         dataset = build_dataset(config, train_dir, extra_dirs=extra_dirs)
         trainer = Trainer(config, out, dataset, weights_base=base, env=env, device=device, progress=progress)
-        try:
-            if resume == "auto":
-                try:
-                    final = trainer.fit(resume=True)
-                except ResumeMismatchError as err:
-                    if env.is_main:
-                        moved = set_aside_stale_run(out)
-                        log.warning("%s; starting afresh (the old files are kept as %s)", err,
-                                    ", ".join(str(p) for p in moved))
-                    distributed.barrier(env)
-                    final = trainer.fit(resume=False)
-            else:
-                final = trainer.fit(resume=bool(resume))
-        except CheckpointError as err:
-            if not str(err).startswith(str(trainer.last_path)):
-                raise
-            raise CheckpointError(f"{err}. To start afresh instead, pass --overwrite without --resume (the old "
-                                  "files are kept as <name>.stale-<time>.<ext>)") from err
+        final = _fit(trainer, resume, env)
         if env.is_main:
-            inputs = [train_dir / "label.txt", *(d / "label.txt" for d in extra_dirs)]
-            manifest = resolve_path(params.data.root, base) / "manifest.json"
-            if manifest.is_file():
-                inputs.append(manifest)
-            if config.init == "imagenet":
-                inputs.append(resolve_path(config.imagenet_weights, base))
-            elif config.init == "fork_trunk":
-                inputs.append(resolve_path(config.fork_weights, base))
-            elif config.init == "checkpoint":
-                inputs.append(weights_path(config.init_weights, base))
-            if config.teacher_weights:
-                inputs.append(weights_path(config.teacher_weights, base))
+            inputs = _input_files(params, config, base, train_dir, extra_dirs)
             write_record(out, "train", {"train": to_dict(config), "data": to_dict(params.data)}, inputs=inputs,
                          extra={"world_size": env.world_size, "device": str(device),
                                 "hardware": hardware_description(str(device)),
@@ -143,3 +116,43 @@ def run_training(
         distributed.cleanup()
         if lock is not None:
             lock.release()
+
+
+def _fit(trainer: Trainer, resume: bool | str, env: DistEnv) -> Path:
+    """``trainer.fit`` as ``resume`` says (see :func:`run_training`); returns ``final.pt``."""
+    try:
+        if resume != "auto":
+            return trainer.fit(resume=bool(resume))
+        try:
+            return trainer.fit(resume=True)
+        except ResumeMismatchError as err:
+            if env.is_main:
+                moved = set_aside_stale_run(trainer.out_dir)
+                log.warning("%s; starting afresh (the old files are kept as %s)", err,
+                            ", ".join(str(p) for p in moved))
+            distributed.barrier(env)
+            return trainer.fit(resume=False)
+    except CheckpointError as err:
+        if not str(err).startswith(str(trainer.last_path)):
+            raise
+        raise CheckpointError(f"{err}. To start afresh instead, pass --overwrite without --resume (the old "
+                              "files are kept as <name>.stale-<time>.<ext>)") from err
+
+
+def _input_files(params: Params, config: TrainConfig, base: Path, train_dir: Path,
+                 extra_dirs: Sequence[Path]) -> list[Path]:
+    """The files the run read, for the provenance record: label files, the data manifest when there is one, the
+    initial weights and the teacher."""
+    inputs = [train_dir / "label.txt", *(d / "label.txt" for d in extra_dirs)]
+    manifest = resolve_path(params.data.root, base) / "manifest.json"
+    if manifest.is_file():
+        inputs.append(manifest)
+    if config.init == "imagenet":
+        inputs.append(resolve_path(config.imagenet_weights, base))
+    elif config.init == "fork_trunk":
+        inputs.append(resolve_path(config.fork_weights, base))
+    elif config.init == "checkpoint":
+        inputs.append(weights_path(config.init_weights, base))
+    if config.teacher_weights:
+        inputs.append(weights_path(config.teacher_weights, base))
+    return inputs

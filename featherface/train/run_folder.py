@@ -192,7 +192,7 @@ def prepare_run_folder(folder: str | os.PathLike[str], resume: bool | str, overw
     if not found or resumable:
         return []
     if not (overwrite or resume == "auto"):
-        state = "" if not resume else f"--resume found no last.pt to continue, so the run would start afresh; "
+        state = "" if not resume else "--resume found no last.pt to continue, so the run would start afresh; "
         raise RunFolderError(
             f"{folder} already holds a training run ({', '.join(found)}); {state}starting afresh would overwrite "
             f"it. Continue it with --resume, train into a new folder with --out, or pass --overwrite to start "

@@ -186,8 +186,9 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
 def test_resume_refuses_changed_settings(tmp_path):
     cfg = tiny_config(epochs=2, probe_images=0)
     _fit(cfg, tmp_path)
-    with pytest.raises(ConfigError, match=r"train\.lr: 0\.01 -> 0\.02"):
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.01 -> 0\.02") as info:
         _fit(tiny_config(epochs=2, lr=0.02, probe_images=0), tmp_path, resume=True)
+    assert "pass --overwrite without --resume to start afresh" in str(info.value)  # the CLI's way, as elsewhere
 
 
 def test_resume_without_checkpoint_starts_afresh_and_done_run_only_rewrites_final(tmp_path):
