@@ -138,6 +138,7 @@ def probe_batch(dataset: Dataset, n: int) -> torch.Tensor | None:
     return torch.stack([dataset[i][0] for i in range(n)])
 
 
+@torch.no_grad()
 def attention_entropies(model: nn.Module, probe: torch.Tensor) -> dict[str, float]:
     """ODConv attention entropies (nats) of ``model`` on the probe batch (see the module docstring).
 
