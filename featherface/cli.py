@@ -462,7 +462,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from featherface.train.trainer import NonFiniteLossError, run_training
+    from featherface.stages.train import run_training
+    from featherface.train.faults import NonFiniteLossError
 
     progress = TqdmProgress(not args.quiet)
     try:

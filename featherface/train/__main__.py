@@ -19,7 +19,8 @@ from typing import Sequence
 
 from featherface.config import ConfigError
 from featherface.train import distributed
-from featherface.train.trainer import NonFiniteLossError, run_training
+from featherface.stages.train import run_training
+from featherface.train.faults import NonFiniteLossError
 
 
 def build_parser() -> argparse.ArgumentParser:

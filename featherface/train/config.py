@@ -17,7 +17,7 @@ from typing import Literal
 
 from featherface.errors import ConfigError
 
-__all__ = ["TrainConfig", "RESUME_TOLERATED_KEYS"]
+__all__ = ["FEATURE_MODULES", "RESUME_TOLERATED_KEYS", "TrainConfig"]
 
 #: Keys that may differ between the run that wrote ``last.pt`` and the run that resumes from it (they do not
 #: change what is computed, or, for ``epochs``, only extend / shorten the run; the learning-rate schedule is
@@ -31,6 +31,15 @@ RESUME_TOLERATED_KEYS: tuple[str, ...] = (
     "probe_images",
     "device",
 )
+
+#: Distillation feature name (``train.distill_features``) -> the submodule of
+#: :class:`~featherface.models.featherface.FeatherFace` whose output it is (used by
+#: :mod:`featherface.train.distill`; here so that the config validates names without importing torch).
+FEATURE_MODULES: dict[str, str] = {
+    "c3": "attention.c3", "c4": "attention.c4", "c5": "attention.c5",
+    "p3": "attention.p3", "p4": "attention.p4", "p5": "attention.p5",
+    "s3": "context.0", "s4": "context.1", "s5": "context.2",
+}
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -209,8 +218,6 @@ class TrainConfig:
                  "init: checkpoint needs init_weights (a checkpoint path, or builtin)")
         _require(0 <= self.distill_score_threshold < 1, "distill_score_threshold",
                  f"must be in [0, 1), got {self.distill_score_threshold}")
-        from featherface.train.distill import FEATURE_MODULES  # here: this module stays importable without torch
-
         unknown = [n for n in self.distill_features if n not in FEATURE_MODULES]
         _require(not unknown, "distill_features", f"unknown feature names {unknown}; known: {sorted(FEATURE_MODULES)}")
         if not self.teacher_weights:

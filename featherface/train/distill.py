@@ -13,30 +13,27 @@ Two kinds of term, each with its weight in ``params.yaml`` (``train.distill_*``)
 
   The normalisation by ``|C|`` mirrors the ground-truth loss, which divides by the number of matched priors.
 * **Feature level**, when the teacher shares the student's trunk shapes: the mean squared difference of named
-  intermediate maps (:data:`FEATURE_MODULES`: ``c3..c5`` after the backbone attention sites, ``p3..p5`` after the
-  BiFPN attention sites, ``s3..s5`` the SSH outputs), summed over the names.
+  intermediate maps (:data:`~featherface.train.config.FEATURE_MODULES`: ``c3..c5`` after the backbone
+  attention sites, ``p3..p5`` after the BiFPN attention sites, ``s3..s5`` the SSH outputs), summed over the
+  names.
 
-The teacher runs in eval mode under ``torch.no_grad`` on the same augmented batch as the student.
+The teacher runs in eval mode under ``torch.no_grad`` on the same augmented batch as the student. In training,
+:class:`DistillationLoss` is the trainer's extra loss term (:class:`~featherface.train.loss.ExtraLoss`) ``distill``.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["DistillTerms", "Distiller", "FEATURE_MODULES", "FeatureTap", "feature_distillation",
-           "output_distillation"]
+from featherface.train.config import FEATURE_MODULES, TrainConfig
 
-#: Feature name -> the submodule of :class:`~featherface.models.featherface.FeatherFace` whose output it is.
-FEATURE_MODULES: dict[str, str] = {
-    "c3": "attention.c3", "c4": "attention.c4", "c5": "attention.c5",
-    "p3": "attention.p3", "p4": "attention.p4", "p5": "attention.p5",
-    "s3": "context.0", "s4": "context.1", "s5": "context.2",
-}
+__all__ = ["DistillTerms", "DistillationLoss", "Distiller", "FeatureTap", "feature_distillation",
+           "output_distillation"]
 
 
 class DistillTerms(NamedTuple):
@@ -102,11 +99,12 @@ def feature_distillation(student: dict[str, torch.Tensor], teacher: dict[str, to
 
 
 class FeatureTap:
-    """Forward hooks that keep the outputs of a model's named feature maps (:data:`FEATURE_MODULES`).
+    """Forward hooks that keep the outputs of a model's named feature maps
+    (:data:`~featherface.train.config.FEATURE_MODULES`).
 
     Args:
         model: a FeatherFace (or a wrapper whose submodule names carry the same suffixes).
-        names: feature names, keys of :data:`FEATURE_MODULES`.
+        names: feature names (keys of :data:`~featherface.train.config.FEATURE_MODULES`).
 
     ``tap.maps`` holds the outputs of the last forward; :meth:`close` removes the hooks.
     """
@@ -186,3 +184,30 @@ class Distiller:
         for tap in (self.student_tap, self.teacher_tap):
             if tap is not None:
                 tap.close()
+
+
+class DistillationLoss:
+    """Distillation as the trainer's extra loss term (:class:`~featherface.train.loss.ExtraLoss`):
+    ``{"distill": weighted sum of the terms}`` for the student's last forward (``targets`` are not used).
+
+    Args:
+        distiller: the teacher and the weights of the terms.
+    """
+
+    def __init__(self, distiller: Distiller) -> None:
+        self.distiller = distiller
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, teacher: nn.Module, student: nn.Module) -> DistillationLoss:
+        """The term with the ``train.distill_*`` weights, features and score threshold."""
+        return cls(Distiller(teacher, student, cls_weight=config.distill_cls, box_weight=config.distill_box,
+                             landm_weight=config.distill_landm, feature_weight=config.distill_feature,
+                             features=config.distill_features, score_threshold=config.distill_score_threshold))
+
+    def __call__(self, images: torch.Tensor, outputs: Sequence[torch.Tensor],
+                 targets: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return {"distill": self.distiller(images, outputs).total}
+
+    def close(self) -> None:
+        """Remove the feature hooks."""
+        self.distiller.close()

@@ -28,7 +28,7 @@ about 65 ms for B = 32, P = 16,800 on two (shared) CPU cores, most of it the mat
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from featherface.ops.box_coding import VARIANCES
 from featherface.ops.matching import match_batch
 
-__all__ = ["LossTerms", "MultiBoxLoss", "hard_negative_mask"]
+__all__ = ["ExtraLoss", "LossTerms", "MultiBoxLoss", "hard_negative_mask"]
 
 
 class LossTerms(NamedTuple):
@@ -218,3 +218,26 @@ class MultiBoxLoss(nn.Module):
         if len(targets) != batch:
             raise ValueError(f"MultiBoxLoss: {len(targets)} targets for a batch of {batch} outputs")
         return loc, logits, landm
+
+
+@runtime_checkable
+class ExtraLoss(Protocol):
+    """A loss term the trainer adds to the ground-truth loss (``train.gt_weight`` x :class:`MultiBoxLoss`) at
+    every step, e.g. :class:`~featherface.train.distill.DistillationLoss`.
+
+    Called right after the model's forward, inside the same autocast region, with:
+
+    * ``images``: the batch, (B, 3, S, S) on the model's device;
+    * ``outputs``: the model's raw outputs ``(loc (B, P, 4), logits (B, P, 2), landmarks (B, P, 10))`` as it
+      returned them (half precision under autocast);
+    * ``targets``: the batch's per-image target dicts (``boxes``, ``landmarks``, ``has_landmarks``) on the device.
+
+    It returns ``{name: 0-d tensor}``, weights already applied. Each value is added to the loss that is
+    back-propagated and reported (``StepInfo.loss``, the ``loss`` column of ``metrics.csv``), and its mean over
+    the epoch's steps and ranks becomes the ``metrics.csv`` column ``name``. A term returns the same names at
+    every step, none of them a base column of ``metrics.csv``. A non-finite value stops training like a
+    non-finite ground-truth term.
+    """
+
+    def __call__(self, images: Tensor, outputs: Sequence[Tensor],
+                 targets: Sequence[Mapping[str, Tensor]]) -> Mapping[str, Tensor]: ...

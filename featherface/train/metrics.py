@@ -1,7 +1,7 @@
 """Per-epoch training metrics: the ``metrics.csv`` log and the ODConv attention entropies.
 
 ``metrics.csv`` has one row per finished epoch with the columns of :data:`BASE_COLUMNS` (see
-:class:`featherface.train.trainer.Trainer` for their meaning and units), followed, for models with ODConv
+:mod:`featherface.train.engine` for their meaning and units), followed, for models with ODConv
 modules, by attention-entropy columns measured by :func:`attention_entropies`. The file is rewritten
 atomically (temporary file + rename) after every epoch, so it is never half-written; on resume the rows after
 the checkpoint's epoch are dropped (they belong to an epoch that is being run again).
@@ -32,9 +32,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from featherface.nn.odconv import ODConv2d
-from featherface.utils.provenance import atomic_write_text
+from featherface.utils.io import write_text_atomic
 
 __all__ = [
     "BASE_COLUMNS",
@@ -44,6 +45,7 @@ __all__ = [
     "categorical_entropy",
     "odconv_inputs",
     "odconv_modules",
+    "probe_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,18 @@ def odconv_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return inputs
 
 
+def probe_batch(dataset: Dataset, n: int) -> torch.Tensor | None:
+    """The fixed probe batch of :func:`attention_entropies`: the images of the first ``n`` samples of ``dataset``
+    as of epoch 0, (n, 3, S, S); None when ``n`` or the dataset is empty."""
+    n = min(n, len(dataset))  # type: ignore[arg-type]
+    if n <= 0:
+        return None
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(0)
+    return torch.stack([dataset[i][0] for i in range(n)])
+
+
+@torch.no_grad()
 def attention_entropies(model: nn.Module, probe: torch.Tensor) -> dict[str, float]:
     """ODConv attention entropies (nats) of ``model`` on the probe batch (see the module docstring).
 
@@ -217,4 +231,4 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_text(self.path, buffer.getvalue())
+        write_text_atomic(self.path, buffer.getvalue())

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Sequence
 
 from featherface.errors import ConfigError
+from featherface.utils.io import leftover_temps
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "FINAL",
+    "LAST",
     "LOCK_NAME",
+    "METRICS",
     "RUN_FILES",
     "SET_ASIDE_FILES",
     "RunFolderBusyError",
@@ -36,13 +44,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The files of a training run: the training state, the per-epoch metrics and the trained model.
+LAST, METRICS, FINAL = "last.pt", "metrics.csv", "final.pt"
 #: The files that make a folder hold a training run.
-RUN_FILES: tuple[str, ...] = ("last.pt", "metrics.csv", "final.pt")
+RUN_FILES: tuple[str, ...] = (LAST, METRICS, FINAL)
 #: The files set aside together when a run is replaced (the record of the old run goes with it).
 SET_ASIDE_FILES: tuple[str, ...] = (*RUN_FILES, "provenance.json")
 LOCK_NAME = ".lock"
-#: Temporary files of our atomic writers (``.<name>.<8 random characters>.tmp``) for the run's files.
-_TEMP = re.compile(r"^\.(?:" + "|".join(re.escape(n) for n in SET_ASIDE_FILES) + r")\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 class RunFolderError(ConfigError):
@@ -70,9 +78,7 @@ class RunFolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunFolderLock:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, as before
+        if fcntl is None:  # not POSIX: no lock
             log.warning("%s: cannot lock the training folder on this system (no fcntl)", self.folder)
             return self
         try:
@@ -146,12 +152,11 @@ def set_aside(folder: str | os.PathLike[str], names: Sequence[str] = SET_ASIDE_F
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files (``.last.pt.<random>.tmp``, ...) a killed run left in ``folder``; call it only
-    while holding the folder's lock (another run's temporary files would be in use)."""
+    """Delete the temporary files (``.last.pt.<random>.tmp``, ...: :func:`~featherface.utils.io.leftover_temps`)
+    a killed run left in ``folder``; call it only while holding the folder's lock (another run's temporary files
+    would be in use)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = [p for p in folder.iterdir() if _TEMP.match(p.name) and p.is_file()]
+    removed = sorted(temp for name in SET_ASIDE_FILES for temp in leftover_temps(folder / name))
     for path in removed:
         path.unlink(missing_ok=True)
     if removed:
@@ -183,11 +188,11 @@ def prepare_run_folder(folder: str | os.PathLike[str], resume: bool | str, overw
                              "--resume, which continues the old run: choose one")
     remove_stale_temps(folder)
     found = existing_run_files(folder)
-    resumable = bool(resume) and (folder / "last.pt").is_file()
+    resumable = bool(resume) and (folder / LAST).is_file()
     if not found or resumable:
         return []
     if not (overwrite or resume == "auto"):
-        state = "" if not resume else f"--resume found no last.pt to continue, so the run would start afresh; "
+        state = "" if not resume else "--resume found no last.pt to continue, so the run would start afresh; "
         raise RunFolderError(
             f"{folder} already holds a training run ({', '.join(found)}); {state}starting afresh would overwrite "
             f"it. Continue it with --resume, train into a new folder with --out, or pass --overwrite to start "

@@ -1,10 +1,15 @@
-"""Tests of the trainer; :class:`SyntheticFaces` is their tiny, deterministic training set."""
+"""Tests of the trainer; :class:`SyntheticFaces` is their tiny, deterministic training set, :func:`write_widerface`
+a tiny WIDER-layout folder for the train stage (the ``project`` fixture: that folder and a ``params.yaml``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch.utils.data import Dataset
 
 
@@ -77,3 +82,33 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+#: A tiny ``train:`` section for the train stage (2 epochs of 2 steps on 4 images of 64 px).
+TRAIN_PARAMS = {"model": "featherface_none", "width": 16, "bifpn_repeats": 1, "init": "none", "image_size": 64,
+                "epochs": 2, "batch_size": 2, "num_workers": 0, "max_train_images": 4, "threads": 1,
+                "log_every": 1, "warmup_epochs": 0.0}
+
+
+def write_widerface(root: Path, n: int = 5) -> None:
+    """<root>/widerface/train/{images/ev/i.png, label.txt}: grey rectangles on noise, one face line each."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+        x, y, w, h = 20 + 10 * i, 30, 40, 50
+        image[y:y + h, x:x + w] = 200
+        path = root / "widerface" / "train" / "images" / "ev" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(path), image)
+        points = " ".join(f"{x + 10 + 5 * k}.0 {y + 20}.0 1.0" for k in range(5))
+        lines += [f"# ev/{i}.png", f"{x} {y} {w} {h} {points} 0.5"]
+    (root / "widerface" / "train" / "label.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """``tmp_path`` with ``data/widerface/train`` (5 images) and a ``params.yaml`` of :data:`TRAIN_PARAMS`."""
+    write_widerface(tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}, "train": TRAIN_PARAMS}))
+    return tmp_path

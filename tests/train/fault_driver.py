@@ -22,7 +22,7 @@ import time
 import torch
 
 from featherface.cli import main
-from featherface.train import trainer
+from featherface.train import engine
 
 
 def _half_a_checkpoint(obj, f, *args, **kwargs):
@@ -53,14 +53,14 @@ def run(argv: list[str]) -> int:
     split = argv.index("--")
     fault, step, *rest = argv[:split]
     ready = rest[0] if rest else None
-    report = trainer.Trainer._report_step
+    report = engine.Trainer._report_step
 
     def report_then_fault(self, info, steps_per_epoch):
         report(self, info, steps_per_epoch)
         if info.global_step == int(step):
             inject(fault, ready)
 
-    trainer.Trainer._report_step = report_then_fault
+    engine.Trainer._report_step = report_then_fault
     return main(argv[split + 1:])
 
 

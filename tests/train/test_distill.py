@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from featherface.models.registry import create_model
-from featherface.train.distill import Distiller, FeatureTap, feature_distillation, output_distillation
+from featherface.train.distill import (
+    DistillationLoss,
+    Distiller,
+    FeatureTap,
+    feature_distillation,
+    output_distillation,
+)
+from featherface.train.loss import ExtraLoss
+from tests.train import tiny_config
 
 
 def _outputs(loc, logits, landm):
@@ -70,6 +78,24 @@ def test_distiller_on_tiny_models() -> None:
     assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert not any(p.requires_grad for p in teacher.parameters())
     distiller.close()
+    assert not student.context[2]._forward_hooks
+
+
+def test_distillation_loss_is_the_distillers_total_as_an_extra_term() -> None:
+    torch.manual_seed(0)
+    student = create_model("featherface_none", width=16, bifpn_repeats=1)
+    teacher = create_model("featherface_none", width=16, bifpn_repeats=1)
+    cfg = tiny_config(distill_cls=1.0, distill_box=2.0, distill_landm=3.0, distill_feature=4.0,
+                      distill_features=("s5",), distill_score_threshold=0.0)
+    term = DistillationLoss.from_config(cfg, teacher, student)
+    assert isinstance(term, ExtraLoss)
+    x = torch.randn(2, 3, 64, 64) * 50
+    student.eval()
+    loss = term(x, student(x), [])
+    terms = term.distiller(x, student(x))
+    assert list(loss) == ["distill"] and loss["distill"].item() == pytest.approx(terms.total.item(), rel=1e-6)
+    assert terms.feature.item() > 0  # the config's feature term is on
+    term.close()
     assert not student.context[2]._forward_hooks
 
 

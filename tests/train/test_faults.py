@@ -23,10 +23,9 @@ import yaml
 
 from featherface.cli import main
 from featherface.models.checkpoints import load_checkpoint
+from featherface.stages.train import run_training
 from featherface.train.run_folder import RunFolderError
-from featherface.train.trainer import run_training
-from tests.train import restore_threads  # noqa: F401 (autouse fixture)
-from tests.train.test_main import _write_widerface
+from tests.train import restore_threads, write_widerface  # noqa: F401 (autouse fixture)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN = {"model": "featherface_none", "width": 16, "bifpn_repeats": 1, "init": "none", "image_size": 64,
@@ -39,7 +38,7 @@ UNSAFE = ("Traceback", "weights_only", "inline_container", "Original Traceback")
 
 @pytest.fixture()
 def params(tmp_path: Path) -> Path:
-    _write_widerface(tmp_path / "data", n=4)
+    write_widerface(tmp_path / "data", n=4)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"data": {"root": "data"}, "train": TRAIN}))
     return path

@@ -13,7 +13,7 @@
 
 TRAIN_CODE = py_files(
     "featherface/train", "featherface/nn", "featherface/models", "featherface/data", "featherface/ops"
-) + ["featherface/train/loss.py"]
+) + ["featherface/stages/train.py"]
 TRAIN_COMMAND = config.get("train_command", "featherface train")
 
 

@@ -1,4 +1,5 @@
-"""The training loop on a tiny model and synthetic data: groups, temperature, resume, crash safety, metrics."""
+"""The training loop on a tiny model and synthetic data: temperature, resume, crash safety, metrics, extra loss
+terms."""
 
 from __future__ import annotations
 
@@ -13,46 +14,23 @@ from featherface.models.checkpoints import load_checkpoint
 from featherface.models.loading import build_model_from_checkpoint
 from featherface.models.registry import create_model
 from featherface.nn.odconv import ODConv2d
+from featherface.train.builders import build_model
+from featherface.train.engine import Trainer
+from featherface.train.faults import NonFiniteLossError
+from featherface.train.loss import ExtraLoss
 from featherface.train.metrics import BASE_COLUMNS, entropy_columns
-from featherface.train.trainer import NonFiniteLossError, Trainer, build_model, build_optimizer, param_groups
 from tests.train import SyntheticFaces, restore_threads, tiny_config  # noqa: F401 (autouse fixture)
 
 
-def _fit(cfg, out, dataset=None, resume=False, on_step=None, model=None):
+def _fit(cfg, out, dataset=None, resume=False, on_step=None, model=None, extra_losses=()):
     dataset = dataset if dataset is not None else SyntheticFaces(8, cfg.image_size)
-    return Trainer(cfg, out, dataset, device="cpu", on_step=on_step, model=model).fit(resume=resume)
+    return Trainer(cfg, out, dataset, device="cpu", on_step=on_step, model=model,
+                   extra_losses=extra_losses).fit(resume=resume)
 
 
 def _read_csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-# ------------------------------------------------------------------------------------------ optimiser groups
-def test_attention_parameters_get_the_lr_multiplier():
-    cfg = tiny_config(model="featherface_odconv", attention_lr_mult=2.0, momentum=0.0, weight_decay=0.0, lr=0.1)
-    model = build_model(cfg)
-    groups = param_groups(model, 2.0)
-    assert [g["name"] for g in groups] == ["trunk", "attention"]
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert all(names[id(p)].startswith("attention.") for p in groups[1]["params"])
-    assert not any(names[id(p)].startswith("attention.") for p in groups[0]["params"])
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    opt = build_optimizer(model, cfg)
-    for g in opt.param_groups:
-        g["lr"] = cfg.lr * g["lr_mult"]
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    opt.step()  # plain SGD: p -= lr * mult * 1
-    for n, p in model.named_parameters():
-        step = 0.2 if n.startswith("attention.") else 0.1
-        assert torch.allclose(before[n] - p.detach(), torch.full_like(p, step)), n
-
-
-def test_model_without_attention_has_one_group():
-    groups = param_groups(create_model("featherface_none", width=16, bifpn_repeats=1), 2.0)
-    assert [g["name"] for g in groups] == ["trunk"]
 
 
 # ------------------------------------------------------------------------------------------ temperature
@@ -124,6 +102,55 @@ def test_model_without_odconv_has_base_columns_only(tmp_path):
     assert _read_csv(tmp_path / "metrics.csv")[0]["temperature"] == ""
 
 
+# ------------------------------------------------------------------------------------------ extra loss terms
+class ConstantTerm:
+    """An extra loss term of constant value ``c`` (no gradient), recording what it is called with."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+        self.calls: list[tuple[tuple, int]] = []
+
+    def __call__(self, images, outputs, targets):
+        self.calls.append((tuple(images.shape), len(targets)))
+        assert len(outputs) == 3 and all("boxes" in t for t in targets)
+        return {"const": torch.tensor(self.c)}
+
+
+def test_an_extra_loss_term_adds_to_the_step_loss_and_gets_a_metrics_column(tmp_path):
+    cfg = tiny_config(epochs=2, probe_images=0)
+    plain: list = []
+    _fit(cfg, tmp_path / "plain", on_step=plain.append)
+    term = ConstantTerm(0.25)
+    assert isinstance(term, ExtraLoss)
+    steps: list = []
+    _fit(cfg, tmp_path / "extra", on_step=steps.append, extra_losses=[term])
+    assert term.calls == [((4, 3, 64, 64), 4)] * 4  # 2 epochs x 2 steps of 4 images
+    # a constant has no gradient: the same weights, so each step's loss is exactly c more
+    assert [s.loss for s in steps] == pytest.approx([p.loss + 0.25 for p in plain], rel=1e-6, abs=1e-6)
+    assert [s.loc for s in steps] == [p.loc for p in plain] and [s.cls for s in steps] == [p.cls for p in plain]
+    assert all(s.extra == {"const": 0.25} for s in steps) and all(p.extra == {} for p in plain)
+    rows, plain_rows = _read_csv(tmp_path / "extra" / "metrics.csv"), _read_csv(tmp_path / "plain" / "metrics.csv")
+    assert list(rows[0])[-1] == "const" and "const" not in plain_rows[0]
+    assert [float(r["const"]) for r in rows] == [0.25, 0.25]
+    for row, plain_row in zip(rows, plain_rows):
+        assert float(row["loss"]) == pytest.approx(float(plain_row["loss"]) + 0.25, rel=1e-6)
+
+
+def test_an_extra_loss_term_is_back_propagated(tmp_path):
+    cfg = tiny_config(epochs=1, probe_images=0)
+
+    def squared_logits(images, outputs, targets):
+        return {"logits2": outputs[1].float().pow(2).mean()}
+
+    plain: list = []
+    _fit(cfg, tmp_path / "plain", on_step=plain.append)
+    steps: list = []
+    _fit(cfg, tmp_path / "extra", on_step=steps.append, extra_losses=[squared_logits])
+    assert steps[0].loss == pytest.approx(plain[0].loss + steps[0].extra["logits2"], rel=1e-6)
+    assert steps[0].grad_norm != plain[0].grad_norm  # the term's gradient joins the ground-truth one
+    assert steps[1].loc != plain[1].loc  # so the second step starts from other weights
+
+
 # ------------------------------------------------------------------------------------------ resume
 class Interrupt(Exception):
     pass
@@ -160,8 +187,9 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
 def test_resume_refuses_changed_settings(tmp_path):
     cfg = tiny_config(epochs=2, probe_images=0)
     _fit(cfg, tmp_path)
-    with pytest.raises(ConfigError, match=r"train\.lr: 0\.01 -> 0\.02"):
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.01 -> 0\.02") as info:
         _fit(tiny_config(epochs=2, lr=0.02, probe_images=0), tmp_path, resume=True)
+    assert "pass --overwrite without --resume to start afresh" in str(info.value)  # the CLI's way, as elsewhere
 
 
 def test_resume_without_checkpoint_starts_afresh_and_done_run_only_rewrites_final(tmp_path):
@@ -305,16 +333,3 @@ def test_teacher_and_init_settings_are_checked():
         tiny_config(crop_scales=(0.5, 1.5))
     with pytest.raises(ConfigError, match="train.trainable"):
         Trainer(tiny_config(trainable=("nothing",)), "unused", SyntheticFaces(4, 64), device="cpu").fit()
-
-
-def test_concat_train_dataset_indexes_and_forwards_the_epoch():
-    from featherface.train.trainer import ConcatTrainDataset
-
-    a, b = SyntheticFaces(3, 64, seed=1), SyntheticFaces(2, 64, seed=2)
-    both = ConcatTrainDataset([a, b])
-    assert len(both) == 5 and both.seed == 1
-    assert torch.equal(both[4][0], b[1][0]) and torch.equal(both[2][0], a[2][0])
-    both.set_epoch(3)
-    assert a.epoch == 3 and b.epoch == 3
-    with pytest.raises(IndexError):
-        both[5]
