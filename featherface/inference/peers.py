@@ -98,7 +98,7 @@ _RETINA_OUTPUTS: dict[str, int] = {"loc": 4, "conf": 2, "landmarks": 10}
 @runtime_checkable
 class Detector(Protocol):
     """What every detector of this module (and :class:`~featherface.inference.onnx.OnnxFaceDetector`) offers: one image
-    (a path or an ``(H, W, 3)`` uint8 BGR array) in, :class:`~featherface.inference.onnx.RuntimeDetections` out."""
+    (a path or an ``(H, W, 3)`` uint8 BGR array) in, :class:`~featherface.inference.np_ops.RuntimeDetections` out."""
 
     def __call__(self, image: ImageInput) -> RuntimeDetections: ...
 
