@@ -18,8 +18,8 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-
 from featherface.errors import ConfigError
+from featherface.inference.settings import WIDER_PROTOCOL, DetectorSettings, SettingError
 from featherface.train.config import TrainConfig
 
 
@@ -102,40 +102,57 @@ class ValidateConfig:
 class PredictConfig:
     """The predict stage: one model over the val images, writing official WIDER prediction files.
 
-    The defaults are the evaluation protocol of DESIGN.md section 3 (original size, score > 0.02, top 5000,
-    NMS IoU 0.4, keep 750).
+    The detector settings are the flat keys of the ``predict:`` section; :meth:`detector_settings` turns them into
+    the shared :class:`~featherface.inference.settings.DetectorSettings` (which validates them: the messages here
+    name the section's keys). The defaults are the evaluation protocol of DESIGN.md section 3
+    (:data:`~featherface.inference.settings.WIDER_PROTOCOL`: original size, score > 0.02, top 5000, NMS IoU 0.4,
+    keep 750).
 
     Attributes:
         model: a registered model name.
         weights: a checkpoint of ours or a FeatherFace fork state dict (relative to the parameter file).
         long_side: 0 runs at the original image size (the protocol); N resizes the longer side to N pixels.
+        score_threshold, pre_nms_top_k, nms_iou: as in :class:`~featherface.inference.settings.DetectorSettings`.
+        keep_top_k: detections kept per image (``DetectorSettings.max_detections``).
+        batch_size: images per forward pass.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
     """
 
     model: str = "featherface_v1"
     weights: str = "data/weights/featherface_v1_fork.pth"
     long_side: int = 0
-    score_threshold: float = 0.02
-    pre_nms_top_k: int = 5000
-    nms_iou: float = 0.4
-    keep_top_k: int = 750
+    score_threshold: float = WIDER_PROTOCOL.score_threshold
+    pre_nms_top_k: int = WIDER_PROTOCOL.pre_nms_top_k
+    nms_iou: float = WIDER_PROTOCOL.nms_iou
+    keep_top_k: int = WIDER_PROTOCOL.max_detections
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     #: The fields that decide which detections a detector returns (the evaluation protocol), as opposed to which
     #: detector runs (model, weights) and how fast (batch_size, device).
     PROTOCOL_KEYS = ("long_side", "score_threshold", "pre_nms_top_k", "nms_iou", "keep_top_k")
+    #: The :class:`DetectorSettings` field of each key whose name differs.
+    _SETTING_NAMES = {"keep_top_k": "max_detections"}
 
     def protocol(self) -> dict[str, Any]:
         """The evaluation protocol fields (:attr:`PROTOCOL_KEYS`) as a plain mapping."""
         return {key: getattr(self, key) for key in self.PROTOCOL_KEYS}
 
+    def detector_settings(self) -> DetectorSettings:
+        """The section's settings as the detectors take them (``long_side`` 0 -> ``None``, ``keep_top_k`` ->
+        ``max_detections``)."""
+        return DetectorSettings(
+            score_threshold=self.score_threshold, nms_iou=self.nms_iou, pre_nms_top_k=self.pre_nms_top_k,
+            max_detections=self.keep_top_k, long_side=self.long_side or None, batch_size=self.batch_size,
+        )
+
     def __post_init__(self) -> None:
         _require(self.long_side == 0 or self.long_side >= 32, "predict.long_side", "must be 0 (original) or >= 32")
-        _require(0.0 <= self.score_threshold < 1.0, "predict.score_threshold", "must be in [0, 1)")
-        _require(0.0 < self.nms_iou <= 1.0, "predict.nms_iou", "must be in (0, 1]")
-        for key in ("pre_nms_top_k", "keep_top_k", "batch_size"):
-            _require(getattr(self, key) >= 1, f"predict.{key}", "must be >= 1")
+        try:
+            self.detector_settings()
+        except SettingError as err:
+            key = next((k for k, name in self._SETTING_NAMES.items() if name == err.name), err.name)
+            raise ConfigError(f"predict.{key}: {err.rule}") from None
 
 
 @dataclass(frozen=True)

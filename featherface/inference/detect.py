@@ -1,16 +1,10 @@
 """The engine behind ``featherface detect``: images, folders and videos in; annotated images / videos and JSON out.
 
-Inputs (:func:`collect_inputs`):
-
-- an image file (suffixes :data:`~featherface.inference.images.IMAGE_SUFFIXES`) -> ``<out>/<stem>.jpg`` and ``<stem>.json``;
-- a folder -> every image under it (recursive), keeping the relative structure:
-  ``photos/a/b.png`` -> ``<out>/a/b.jpg`` and ``<out>/a/b.json``;
-- a video file (:data:`VIDEO_SUFFIXES`) -> ``<out>/<stem>.mp4`` (mp4v; ``.avi`` / MJPG when the mp4 writer cannot
-  be opened), same size and frame rate, and ``<out>/<stem>.jsonl``, one JSON object per frame.
-
-Output names never collide: a stem whose output files are already claimed in this run (``a.jpg`` and ``a.png`` in
-one folder, two ``x.jpg`` from different folders) or would overwrite an input gets ``_1``, ``_2``, ... (inputs are
-processed in a fixed order, so the names are reproducible).
+Inputs and output names (:mod:`featherface.inference.detect_inputs`): an image file -> ``<out>/<stem>.jpg`` and
+``<stem>.json``; a folder -> every image under it (recursive), keeping the relative structure; a video file
+(:data:`VIDEO_SUFFIXES`) -> ``<out>/<stem>.mp4`` (mp4v; ``.avi`` / MJPG when the mp4 writer cannot be opened), same
+size and frame rate, and ``<out>/<stem>.jsonl``, one JSON object per frame. Output names never collide (``_1``,
+``_2``, ... suffixes, reproducible). The run's counts and speeds: :mod:`featherface.inference.detect_summary`.
 
 JSON layout (pixels of the original image, boxes not clipped to it)::
 
@@ -35,27 +29,37 @@ run writes the same outputs.
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import glob
 import json
 import logging
 import math
 import os
-import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
 
+from featherface.inference.detect_inputs import (
+    VIDEO_CODECS,
+    VIDEO_SUFFIXES,
+    InputError,
+    InputItem,
+    collect_inputs,
+    is_strictly_inside,
+    path_key,
+    plan_outputs,
+    remove_leftover_temps,
+)
+from featherface.inference.detect_summary import DEFAULT_FPS, DetectRunSummary, VideoSummary
 from featherface.inference.detector import FaceDetector
-from featherface.inference.images import IMAGE_SUFFIXES, ImageError, list_images, read_image, to_bgr
+from featherface.inference.images import ImageError, read_image, to_bgr
 from featherface.inference.postprocess import Detections
 from featherface.inference.visualize import draw_detections
+from featherface.utils.io import ProgressCallback, temp_beside, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -74,25 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Suffixes read as videos (lower case).
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-#: Video writers tried in order: (fourcc, container suffix).
-VIDEO_CODECS: tuple[tuple[str, str], ...] = (("mp4v", ".mp4"), ("MJPG", ".avi"))
-#: Frame rate assumed when a video does not report a usable one (frames per second).
-DEFAULT_FPS: float = 25.0
 JPEG_QUALITY: int = 95
-
-ProgressCallback = Callable[[int, "int | None", str], None]
-InputKind = Literal["image", "video"]
-
-_OUTPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "image": (".jpg", ".json"),
-    "video": tuple(ext for _, ext in VIDEO_CODECS) + (".jsonl",),
-}
-
-
-class InputError(ValueError):
-    """An input path of an unknown type, or no usable input at all."""
 
 
 class VideoError(ValueError):
@@ -113,147 +99,6 @@ class OutputError(OSError):
         return str(self.strerror)
 
 
-@dataclass(frozen=True)
-class InputItem:
-    """One image or video to process.
-
-    Attributes:
-        path: the file.
-        kind: ``"image"`` or ``"video"``.
-        relative: natural output stem relative to the output folder, without suffix (``a/b`` for
-            ``photos/a/b.png`` found in the folder ``photos``; ``clip`` for ``clip.mp4``).
-        folder: the folder the image was found in, ``None`` for a file named directly. Unreadable images from a
-            folder are skipped; named files raise.
-    """
-
-    path: Path
-    kind: InputKind
-    relative: Path
-    folder: Path | None = None
-
-
-def _key(path: Path) -> str:
-    """A comparison key for paths: absolute, normalised, case-folded (safe on case-insensitive file systems)."""
-    return os.path.normcase(os.path.abspath(path)).casefold()
-
-
-def _is_strictly_inside(key: str, folder: Path) -> bool:
-    """Whether the path with comparison key ``key`` (ending in a separator) lies strictly inside ``folder``."""
-    folder_key = _key(folder) + os.sep
-    return key.startswith(folder_key) and key != folder_key
-
-
-#: Why a video found inside a folder is not processed (folders are searched for images only).
-VIDEO_IN_FOLDER = "a video inside a folder: folders are searched for images only; name the video itself to process it"
-
-
-def list_videos(folder: str | os.PathLike[str]) -> list[Path]:
-    """Video files under ``folder`` (recursive, by :data:`VIDEO_SUFFIXES`), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-
-
-def collect_inputs(
-    paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    keep_going: bool = False,
-    skipped: dict[str, str] | None = None,
-) -> list[InputItem]:
-    """Expand the user's paths into images and videos, in the order given (folder contents sorted).
-
-    Args:
-        paths: image files, video files and folders (searched recursively for images; videos inside folders
-            are not picked up: they are logged with a warning and listed in ``skipped``).
-        keep_going: skip (log and list in ``skipped``) a path that does not exist or has an unknown type instead
-            of raising.
-        skipped: filled with ``{path: reason}`` of what was left out.
-
-    Returns:
-        One :class:`InputItem` per distinct file (a file reached twice is kept once, at its first position).
-
-    Raises:
-        FileNotFoundError: a path does not exist (unless ``keep_going``).
-        InputError: a file with a suffix that is neither an image nor a video one (unless ``keep_going``), or no
-            image or video at all.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    skipped = skipped if skipped is not None else {}
-    items: list[InputItem] = []
-    seen: set[str] = set()
-
-    def add(item: InputItem) -> None:
-        key = _key(item.path)
-        if key in seen:
-            log.info("%s given more than once; processed once", item.path)
-            return
-        seen.add(key)
-        items.append(item)
-
-    def refuse(error: Exception, path: Path) -> None:
-        if not keep_going:
-            raise error
-        log.warning("skipping %s: %s", path, error)
-        skipped[str(path)] = str(error)
-
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            refuse(FileNotFoundError(f"input not found: {path}"), path)
-        elif path.is_dir():
-            images = list_images(path)
-            if not images:
-                log.warning("no images (%s) under folder %s", " ".join(IMAGE_SUFFIXES), path)
-            for image in images:
-                add(InputItem(image, "image", image.relative_to(path).with_suffix(""), path))
-            for video in list_videos(path):
-                log.warning("not processing %s: %s", video, VIDEO_IN_FOLDER)
-                skipped[str(video)] = VIDEO_IN_FOLDER
-        elif path.is_file():
-            suffix = path.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                add(InputItem(path, "image", Path(path.stem)))
-            elif suffix in VIDEO_SUFFIXES:
-                add(InputItem(path, "video", Path(path.stem)))
-            else:
-                refuse(InputError(
-                    f"{path}: unknown input type {path.suffix or '(no suffix)'!r}; images: "
-                    f"{' '.join(IMAGE_SUFFIXES)}; videos: {' '.join(VIDEO_SUFFIXES)}"
-                ), path)
-        else:
-            refuse(InputError(f"{path}: not a regular file or a folder"), path)
-    if not items:
-        left_out = "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:5])
-        raise InputError(f"no images or videos found in {[str(p) for p in paths]}"
-                         + (f" (left out: {left_out})" if left_out else ""))
-    return items
-
-
-def plan_outputs(items: Sequence[InputItem], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Unique output stems (``out_dir / relative``, without suffix), one per item, in order.
-
-    A stem whose output files (``.jpg`` ``.json`` for an image; ``.mp4`` ``.avi`` ``.jsonl`` for a video) are
-    already claimed by an earlier item, or would overwrite one of the inputs, gets the first free ``_1``, ``_2``, ...
-    suffix. An image and a video may share a stem (their files differ). Comparisons ignore case.
-    """
-    out_dir = Path(out_dir)
-    taken = {_key(item.path) for item in items}
-    stems: list[Path] = []
-    for item in items:
-        base = out_dir / item.relative
-        candidate, n = base, 0
-        while True:
-            files = {_key(candidate.parent / (candidate.name + ext)) for ext in _OUTPUT_SUFFIXES[item.kind]}
-            if not files & taken:
-                break
-            n += 1
-            candidate = base.parent / f"{base.name}_{n}"
-        if n:
-            log.info("output name %s taken; %s is written as %s", base.name, item.path, candidate.name)
-        taken |= files
-        stems.append(candidate)
-    return stems
-
-
 def faces_to_json(dets: Detections) -> list[dict[str, Any]]:
     """Detections as JSON-ready faces: ``{"box": [x1, y1, x2, y2], "score": s, "landmarks": [[x, y] * 5]}``
     (pixels rounded to 0.01, scores to 1e-5), by decreasing score."""
@@ -270,212 +115,33 @@ def faces_to_json(dets: Detections) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass
-class VideoSummary:
-    """What was done with one video.
-
-    Attributes:
-        path: the input video.
-        frames: frames processed.
-        faces: detections over all frames.
-        fps: the video's frame rate (``DEFAULT_FPS`` when it reports none).
-        width, height: frame size in pixels.
-        detector_seconds: wall time inside the detector (pre-processing, network, post-processing).
-        total_seconds: wall time of the whole video (decode, detect, draw, encode, write).
-        video_out, json_out: the files written (``None`` when not asked for).
-        expected_frames: the frame count the container announces (``None`` when it gives none).
-        warning: why the video may be incomplete (decoding stopped before ``expected_frames``), else ``None``.
-    """
-
-    path: str
-    frames: int = 0
-    faces: int = 0
-    fps: float = DEFAULT_FPS
-    width: int = 0
-    height: int = 0
-    detector_seconds: float = 0.0
-    total_seconds: float = 0.0
-    video_out: str | None = None
-    json_out: str | None = None
-    expected_frames: int | None = None
-    warning: str | None = None
-
-    @property
-    def detector_fps(self) -> float:
-        """Frames per second of the detector alone."""
-        return self.frames / self.detector_seconds if self.detector_seconds > 0 else float("nan")
-
-    @property
-    def end_to_end_fps(self) -> float:
-        """Frames per second end to end (decode to written file)."""
-        return self.frames / self.total_seconds if self.total_seconds > 0 else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "frames": self.frames,
-            "faces": self.faces,
-            "fps": self.fps,
-            "width": self.width,
-            "height": self.height,
-            "detector_seconds": round(self.detector_seconds, 4),
-            "total_seconds": round(self.total_seconds, 4),
-            "detector_fps": _round_or_none(self.detector_fps),
-            "end_to_end_fps": _round_or_none(self.end_to_end_fps),
-            "video_out": self.video_out,
-            "json_out": self.json_out,
-            "expected_frames": self.expected_frames,
-            "warning": self.warning,
-        }
+# --- writers: every file goes to a temporary name beside its destination (featherface.utils.io) -------------------
 
 
-def _round_or_none(value: float, digits: int = 2) -> float | None:
-    return round(value, digits) if math.isfinite(value) else None
-
-
-@dataclass
-class DetectRunSummary:
-    """What a :func:`run_detect` call did.
-
-    Attributes:
-        images: images processed (outputs written).
-        image_faces: detections in those images.
-        skipped: ``{path: reason}`` of inputs that could not be read.
-        videos: one :class:`VideoSummary` per video processed.
-        outputs: every file written, in order.
-        image_detector_seconds: wall time inside the detector for the images.
-        seconds: wall time of the whole run.
-        notes: warnings about images (the first image too large to run at its original size).
-    """
-
-    images: int = 0
-    image_faces: int = 0
-    skipped: dict[str, str] = field(default_factory=dict)
-    videos: list[VideoSummary] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    image_detector_seconds: float = 0.0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def warnings(self) -> list[str]:
-        """Warnings for the user, one line each: :attr:`notes` (an image too large for its original size), then
-        videos whose outputs may be incomplete (a truncated file)."""
-        return [*self.notes, *(v.warning for v in self.videos if v.warning)]
-
-    @property
-    def frames(self) -> int:
-        """Video frames processed, all videos together."""
-        return sum(v.frames for v in self.videos)
-
-    @property
-    def faces(self) -> int:
-        """Detections in images and video frames."""
-        return self.image_faces + sum(v.faces for v in self.videos)
-
-    @property
-    def images_per_second(self) -> float:
-        """Images per second of the detector alone."""
-        return self.images / self.image_detector_seconds if self.image_detector_seconds > 0 else float("nan")
-
-    @property
-    def detector_fps(self) -> float:
-        """Video frames per second of the detector alone, all videos together."""
-        seconds = sum(v.detector_seconds for v in self.videos)
-        return self.frames / seconds if seconds > 0 else float("nan")
-
-    @property
-    def end_to_end_fps(self) -> float:
-        """Video frames per second end to end, all videos together."""
-        seconds = sum(v.total_seconds for v in self.videos)
-        return self.frames / seconds if seconds > 0 else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "images": self.images,
-            "image_faces": self.image_faces,
-            "skipped": dict(self.skipped),
-            "warnings": self.warnings,
-            "videos": [v.to_dict() for v in self.videos],
-            "frames": self.frames,
-            "faces": self.faces,
-            "images_per_second": _round_or_none(self.images_per_second),
-            "detector_fps": _round_or_none(self.detector_fps),
-            "end_to_end_fps": _round_or_none(self.end_to_end_fps),
-            "image_detector_seconds": round(self.image_detector_seconds, 4),
-            "seconds": round(self.seconds, 4),
-            "outputs": list(self.outputs),
-        }
-
-
-# --- atomic writers ------------------------------------------------------------------------------------------------
-
-
-def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """A new empty temporary file in the folder of ``path`` (created with its parents).
-
-    Raises:
-        OutputError: the folder or the file cannot be created (naming ``path``).
-    """
+@contextlib.contextmanager
+def _naming_failures(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` (full disk, permissions) raised while writing ``path`` into an :class:`OutputError`
+    naming it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        yield
+    except OutputError:
+        raise
     except OSError as err:
         raise OutputError(path, err) from err
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions once renamed
-    return Path(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = _temp_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError) and not isinstance(err, OutputError):
-            raise OutputError(path, err) from err
-        raise
-
-
-def _leftover_temps(path: Path) -> list[Path]:
-    """Temporary files of an earlier run that was killed while writing ``path`` (``.<name>.<8 chars><suffix>``,
-    as :func:`_temp_beside` names them)."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}(\.tmp|{re.escape(path.suffix)})$")
-    if not path.parent.is_dir():
-        return []
-    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.match(p.name) and p.is_file()]
-
-
-def remove_leftover_temps(stem: Path, kind: InputKind) -> list[Path]:
-    """Delete the temporary files a killed run left beside the outputs of ``stem``; returns them."""
-    removed = []
-    for ext in _OUTPUT_SUFFIXES[kind]:
-        for tmp in _leftover_temps(stem.parent / (stem.name + ext)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run: %s", len(removed),
-                 ", ".join(str(p) for p in removed))
-    return removed
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    _write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def _write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY) -> None:
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ImageError(f"{path}: JPEG encoding failed for an image of shape {image.shape}")
-    _write_bytes_atomic(path, encoded.tobytes())
+    with _naming_failures(path):
+        write_bytes_atomic(path, encoded.tobytes())
+
+
+def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """:func:`featherface.utils.io.temp_beside`, raising :class:`OutputError` naming ``path``."""
+    with _naming_failures(path):
+        return temp_beside(path, suffix)
 
 
 def _open_writer(stem: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path, Path]:
@@ -527,7 +193,8 @@ def _detect_image(
         path = stem.parent / (stem.name + ".json")
         height, width = image.shape[:2]
         record = {"image": str(item.path), "width": width, "height": height, "faces": faces_to_json(dets)}
-        _write_json_atomic(path, record)
+        with _naming_failures(path):
+            write_json_atomic(path, record)
         summary.outputs.append(str(path))
     summary.images += 1
     summary.image_faces += len(dets)
@@ -687,10 +354,10 @@ def run_detect(
     out_dir = Path(out_dir)
     summary = DetectRunSummary()
     items = collect_inputs(inputs, keep_going=keep_going, skipped=summary.skipped)
-    out_key = _key(out_dir) + os.sep
+    out_key = path_key(out_dir) + os.sep
     inside = [  # images under an output folder that lies strictly inside the input folder (earlier outputs)
         it for it in items
-        if it.folder is not None and _key(it.path).startswith(out_key) and _is_strictly_inside(out_key, it.folder)
+        if it.folder is not None and path_key(it.path).startswith(out_key) and is_strictly_inside(out_key, it.folder)
     ]
     if inside:
         log.info("ignoring %d images found inside the output folder %s", len(inside), out_dir)

@@ -2,7 +2,9 @@
 
 Everything the detector accepts ends up as an ``(H, W, 3)`` uint8 **BGR** array: grayscale images are
 replicated to three channels, RGBA / BGRA lose their alpha channel, RGB arrays are flipped when the caller says
-they are RGB. The network input is that array minus the mean (104, 117, 123), as float32 CHW (DESIGN.md section 1).
+they are RGB. The network input is that array minus the mean :data:`~featherface.inference.settings.MEAN_BGR`
+(104, 117, 123), as float32 CHW (DESIGN.md section 1): :func:`to_network_input` (numpy, with a batch axis) and
+:func:`to_tensor` (torch).
 
 Importing this module does not import torch (only :func:`to_tensor` needs it), so the torch-free runtime
 (:mod:`featherface.inference.onnx`) shares these functions.
@@ -10,17 +12,25 @@ Importing this module does not import torch (only :func:`to_tensor` needs it), s
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Union
 
 import cv2
 import numpy as np
 
+from featherface.inference.settings import MEAN_BGR
+
 if TYPE_CHECKING:
     import torch
 
-MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+log = logging.getLogger(__name__)
+
+#: What the detectors accept as one image: a path or an array (see :func:`load_image`).
+ImageInput = Union[str, os.PathLike, np.ndarray]
+
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 ColorOrder = Literal["bgr", "rgb"]
@@ -129,6 +139,14 @@ def _not_an_array(image: object) -> str:
     return f"expected a numpy array, got {type(image).__name__}"
 
 
+def load_image(image: ImageInput, color: ColorOrder = "bgr", where: str = "image") -> tuple[np.ndarray, str]:
+    """One detector input (a path, decoded by :func:`read_image`, or an array, converted by :func:`to_bgr`) as an
+    ``(H, W, 3)`` uint8 BGR array, with its name for messages (the path, else ``where``)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image), str(image)
+    return to_bgr(image, color, where=where), where
+
+
 def as_image_list(images: object) -> tuple[bool, list]:
     """``(single, [images])``: one path or array becomes a list of one; a list (any iterable) is kept as a list.
 
@@ -157,6 +175,24 @@ def large_image_warning(height: int, width: int, long_side: int | None, where: s
             f"(command line: --long-side {SUGGESTED_LONG_SIDE}); small faces may then be missed")
 
 
+class LargeImageNotice:
+    """A detector's large-image warning, given once: ``notice(height, width, long_side, where)`` logs and returns
+    :func:`large_image_warning`'s message the first time an image is too large, ``None`` otherwise (later large
+    images are not reported)."""
+
+    def __init__(self) -> None:
+        self.given = False
+
+    def __call__(self, height: int, width: int, long_side: int | None, where: str) -> str | None:
+        if self.given:
+            return None
+        message = large_image_warning(height, width, long_side, where)
+        if message:
+            log.warning("%s (further large images are not reported)", message)
+            self.given = True
+        return message
+
+
 def resize_long_side(image: np.ndarray, long_side: int | None) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize so that the longer side is ``long_side`` pixels (``None``: keep the original size).
 
@@ -174,12 +210,43 @@ def resize_long_side(image: np.ndarray, long_side: int | None) -> tuple[np.ndarr
     return resized, (width / new_w, height / new_h)
 
 
-def to_tensor(image: np.ndarray) -> "torch.Tensor":
-    """``(H, W, 3)`` uint8 BGR -> ``(3, H, W)`` float32 network input (minus the BGR mean, no scaling)."""
-    import torch
+def fit_and_pad(
+    image: np.ndarray, size: tuple[int, int], pad_value: Sequence[float]
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize ``(H, W, 3)`` ``image`` to fit inside ``size = (H', W')`` (aspect ratio kept, no resize when it
+    already fits) and pad it at the bottom and right with ``pad_value`` to exactly ``(H', W')``.
 
-    array = image.astype(np.float32) - np.asarray(MEAN_BGR, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    Returns:
+        the ``(H', W', 3)`` image and ``(sx, sy)`` from its pixels back to the original ones (padding at the
+        bottom and right does not move the origin).
+    """
+    height, width = image.shape[:2]
+    target_h, target_w = size
+    sx = sy = 1.0
+    if height > target_h or width > target_w:
+        ratio = min(target_h / height, target_w / width)
+        new_w, new_h = max(1, min(target_w, round(width * ratio))), max(1, min(target_h, round(height * ratio)))
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        sx, sy = width / new_w, height / new_h
+        height, width = new_h, new_w
+    if (height, width) != (target_h, target_w):
+        image = cv2.copyMakeBorder(
+            image, 0, target_h - height, 0, target_w - width, cv2.BORDER_CONSTANT, value=tuple(pad_value)
+        )
+    return image, (sx, sy)
+
+
+def to_network_input(image: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> np.ndarray:
+    """``(H, W, 3)`` uint8 BGR -> ``(1, 3, H, W)`` float32 network input: minus ``mean``, no scaling."""
+    array = image.astype(np.float32) - np.asarray(mean, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
+
+
+def to_tensor(image: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> "torch.Tensor":
+    """``(H, W, 3)`` uint8 BGR -> ``(3, H, W)`` float32 network input (:func:`to_network_input` as a tensor)."""
+    import torch  # this module must import without torch (the torch-free runtime uses it)
+
+    return torch.from_numpy(to_network_input(image, mean)[0])
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

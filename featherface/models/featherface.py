@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from featherface.inference.settings import DEFAULT_MIN_SIZES, DEFAULT_STEPS, MEAN_BGR, VARIANCES
 from featherface.models.backbone import BACKBONE_CHANNELS, MobileNetV1Backbone
 from featherface.models.heads import DetectionHeads
 from featherface.nn.bifpn import BiFPN
@@ -88,6 +89,14 @@ class FeatherFaceConfig:
             ``"odconv"`` (:class:`~featherface.nn.ssh.ODConvBN`) or ``"plain"`` (a static 3x3 conv).
         context_kwargs: options of the ODConv context convs (``kernel_num``, ``reduction``, ``min_channel``), a
             dict or (name, value) pairs; stored as sorted pairs.
+        min_sizes: per detection level (P3, P4, P5), the sides in input pixels of its two square priors.
+        steps: per level, the stride in pixels of its feature map (the network's :data:`STRIDES`).
+        variances: box coding variances ``(v0, v1)`` of the regression targets.
+        mean_bgr: the BGR mean subtracted from a 0..255 image to make the network input (no scaling).
+
+    The last four (anchors and input normalisation; defaults from :mod:`featherface.inference.settings`) are
+    written by :meth:`to_dict` only when they differ from the defaults, so the configs of existing checkpoints and
+    ONNX files stay as they were and load with the defaults.
     """
 
     width: int = 52
@@ -98,6 +107,10 @@ class FeatherFaceConfig:
     attention_site_kwargs: tuple[tuple[str, Any], ...] = field(default=())
     context_conv: str = "deformable"
     context_kwargs: tuple[tuple[str, Any], ...] = field(default=())
+    min_sizes: tuple[tuple[int, ...], ...] = DEFAULT_MIN_SIZES
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    variances: tuple[float, float] = VARIANCES
+    mean_bgr: tuple[float, float, float] = MEAN_BGR
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0 or self.width % 4:
@@ -157,6 +170,29 @@ class FeatherFaceConfig:
         if context and self.context_conv != "odconv":
             raise ValueError(f"FeatherFaceConfig.context_kwargs {sorted(context)} need context_conv='odconv'")
         object.__setattr__(self, "context_kwargs", _freeze(context))
+        self._check_anchors()
+
+    def _check_anchors(self) -> None:
+        """Validate the anchor and normalisation fields and store them as tuples (YAML / JSON give lists)."""
+        try:
+            min_sizes = tuple(tuple(level) for level in self.min_sizes)
+            steps, variances, mean = tuple(self.steps), tuple(self.variances), tuple(self.mean_bgr)
+        except TypeError:
+            raise ValueError(f"FeatherFaceConfig: min_sizes, steps, variances and mean_bgr must be sequences, got "
+                             f"{self.min_sizes!r}, {self.steps!r}, {self.variances!r}, {self.mean_bgr!r}") from None
+        if steps != STRIDES:
+            raise ValueError(f"FeatherFaceConfig.steps must be the network's strides {list(STRIDES)}, got {list(steps)}")
+        if len(min_sizes) != len(STRIDES) or any(len(m) != 2 or min(m) <= 0 for m in min_sizes):
+            raise ValueError(f"FeatherFaceConfig.min_sizes must give two positive sizes for each of the "
+                             f"{len(STRIDES)} levels, got {[list(m) for m in min_sizes]}")
+        if len(variances) != 2 or min(variances) <= 0:
+            raise ValueError(f"FeatherFaceConfig.variances must be two positive numbers, got {list(variances)}")
+        if len(mean) != 3:
+            raise ValueError(f"FeatherFaceConfig.mean_bgr must be three numbers (B, G, R), got {list(mean)}")
+        object.__setattr__(self, "min_sizes", min_sizes)
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "variances", variances)
+        object.__setattr__(self, "mean_bgr", mean)
 
     @property
     def attention_options(self) -> dict[str, Any]:
@@ -185,6 +221,8 @@ class FeatherFaceConfig:
                if self.attention_site_kwargs else {}),
             **({"context_conv": self.context_conv, "context_kwargs": {k: _thaw(v) for k, v in self.context_kwargs}}
                if self.context_conv != "deformable" else {}),
+            **{name: _thaw(getattr(self, name)) for name, default in _ANCHOR_DEFAULTS.items()
+               if getattr(self, name) != default},
         }
 
     @classmethod
@@ -192,6 +230,13 @@ class FeatherFaceConfig:
         """Build from a mapping, rejecting unknown keys (with a suggestion)."""
         check_config_keys(data.keys())
         return cls(**dict(data))
+
+
+#: The anchor / normalisation fields and their defaults (:meth:`FeatherFaceConfig.to_dict` writes them when they
+#: differ).
+_ANCHOR_DEFAULTS: dict[str, Any] = {
+    "min_sizes": DEFAULT_MIN_SIZES, "steps": DEFAULT_STEPS, "variances": VARIANCES, "mean_bgr": MEAN_BGR,
+}
 
 
 def _thaw(value: Any) -> Any:

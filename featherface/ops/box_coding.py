@@ -25,9 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["VARIANCES", "encode_boxes", "decode_boxes", "encode_landmarks", "decode_landmarks"]
+from featherface.inference.settings import VARIANCES
 
-VARIANCES: tuple[float, float] = (0.1, 0.2)
+__all__ = ["VARIANCES", "encode_boxes", "decode_boxes", "encode_landmarks", "decode_landmarks"]
 
 
 def _check_last(name: str, tensor: Tensor, size: int, func: str) -> None:

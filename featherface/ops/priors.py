@@ -21,10 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_MIN_SIZES", "DEFAULT_STEPS", "make_priors", "num_priors"]
+from featherface.inference.settings import DEFAULT_MIN_SIZES, DEFAULT_STEPS
 
-DEFAULT_MIN_SIZES: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
-DEFAULT_STEPS: tuple[int, ...] = (8, 16, 32)
+__all__ = ["DEFAULT_MIN_SIZES", "DEFAULT_STEPS", "make_priors", "num_priors"]
 
 
 def _check(height: int, width: int, min_sizes: Sequence[Sequence[float]], steps: Sequence[int]) -> None:

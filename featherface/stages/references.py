@@ -53,21 +53,13 @@ def build_reference(ref: ReferenceDetector, params: Params, root: Path) -> Calla
     if weights is not None and not weights.is_file():
         raise FileNotFoundError(f"references: {ref.name}: weights file not found: {weights}")
     if ref.model:
-        from featherface.inference.detector import DetectorSettings, FaceDetector
+        from featherface.inference.detector import FaceDetector
 
-        settings = DetectorSettings(
-            score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou, pre_nms_top_k=cfg.pre_nms_top_k,
-            max_detections=cfg.keep_top_k, long_side=cfg.long_side or None, batch_size=cfg.batch_size,
-        )
         device = None if cfg.device == "auto" else cfg.device
-        return FaceDetector.from_pretrained(ref.model, weights, settings=settings, device=device)
+        return FaceDetector.from_pretrained(ref.model, weights, settings=cfg.detector_settings(), device=device)
     from featherface.inference.peers import peer_detector
-    from featherface.inference.onnx import RuntimeSettings
 
-    settings = RuntimeSettings(score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou,
-                               pre_nms_top_k=cfg.pre_nms_top_k, max_detections=cfg.keep_top_k,
-                               long_side=cfg.long_side or None)
-    return peer_detector(ref.peer, weights, settings=settings)
+    return peer_detector(ref.peer, weights, settings=cfg.detector_settings())
 
 
 def run_references_stage(params: Params, root: str | Path,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import featherface.inference.detect as detect_mod
+import featherface.inference.detect_inputs as detect_inputs
 from featherface.inference.detector import FaceDetector
 from featherface.inference.detect import (
     DetectRunSummary,
@@ -431,8 +432,8 @@ def test_video_inside_a_folder_is_named(tmp_path: Path, stub: FaceDetector) -> N
     clip.write_bytes(b"")  # found by its suffix; never opened
     summary = run_detect(stub, [folder], tmp_path / "out")
     assert summary.images == 1 and summary.videos == []
-    assert summary.skipped == {str(clip): detect_mod.VIDEO_IN_FOLDER}
-    assert "name the video itself to process it" in detect_mod.VIDEO_IN_FOLDER
+    assert summary.skipped == {str(clip): detect_inputs.VIDEO_IN_FOLDER}
+    assert "name the video itself to process it" in detect_inputs.VIDEO_IN_FOLDER
     only_videos = tmp_path / "videos"
     only_videos.mkdir()
     (only_videos / "x.mp4").write_bytes(b"")

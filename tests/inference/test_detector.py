@@ -330,16 +330,16 @@ def test_what_users_pass_by_mistake_is_named(tiny: FaceDetector, tmp_path: Path)
 
 
 def test_large_image_warns_once_with_the_long_side_hint(tiny: FaceDetector, monkeypatch, caplog) -> None:
-    import featherface.inference.detector as api_mod
+    import featherface.inference.images as images_mod
 
-    monkeypatch.setattr(api_mod, "large_image_warning",  # a tiny stand-in threshold: 20x20 counts as large
+    monkeypatch.setattr(images_mod, "large_image_warning",  # a tiny stand-in threshold: 20x20 counts as large
                         lambda h, w, long_side, where: None if h * w <= 400 or long_side else f"{where} is large")
     detector = FaceDetector(tiny.model, device="cpu")
-    with caplog.at_level("WARNING", logger="featherface.inference.detector"):
+    with caplog.at_level("WARNING", logger="featherface.inference.images"):
         detector([np.zeros((16, 16, 3), np.uint8), np.zeros((24, 24, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["image 1 is large (further large images are not reported)"]
     caplog.clear()
-    with caplog.at_level("WARNING", logger="featherface.inference.detector"):
+    with caplog.at_level("WARNING", logger="featherface.inference.images"):
         FaceDetector(tiny.model, device="cpu", long_side=32)(np.zeros((24, 24, 3), np.uint8))
     assert not caplog.records
