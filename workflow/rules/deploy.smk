@@ -16,9 +16,13 @@ DEPLOY_WEIGHTS = config["predict"]["weights"]
 EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
-    "featherface/deploy/export.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py", "featherface/stages/deploy.py"
+    "featherface/deploy/export.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py",
+    "featherface/stages/export.py",
 ]
-BENCHMARK_CODE = EXPORT_CODE + ["featherface/deploy/benchmark.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py"]
+BENCHMARK_CODE = EXPORT_CODE + [
+    "featherface/stages/benchmark.py", "featherface/deploy/benchmark.py", "featherface/deploy/accuracy.py",
+    "featherface/deploy/openvino.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py",
+]
 
 
 rule export:
@@ -69,7 +73,9 @@ rule benchmark:
 
 rule report:
     input:
-        code=py_files("featherface/report") + ["featherface/utils/provenance.py"],
+        code=py_files("featherface/report") + [
+            "featherface/utils/provenance.py", "featherface/utils/io.py", "featherface/stages/report.py"
+        ],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],
         validate=["results/validate/report.json", "results/validate/provenance.json"],
