@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from featherface.config import Params, ReferenceDetector, resolve_path, to_dict
+from featherface.eval.predict import predict_folder
+from featherface.eval.widerface import evaluate_folder
+from featherface.inference.peers import peer_detector
+from featherface.stages.predict import build_detector
+from featherface.utils.io import ProgressCallback, write_json_atomic
+from featherface.utils.provenance import write_record
+from featherface.weights import builtin_weights
 
-__all__ = ["BUILTIN", "REFERENCES_DIR", "REFERENCES_FILE", "build_reference", "reference_weights",
-           "run_references_stage"]
+__all__ = ["BUILTIN", "REFERENCES_DIR", "REFERENCES_FILE", "build_reference", "reference_weights", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,6 @@ def reference_weights(ref: ReferenceDetector, root: Path) -> Path | None:
     if not ref.weights:
         return None
     if ref.weights == BUILTIN:
-        from featherface.weights import builtin_weights
-
         return builtin_weights()
     return resolve_path(ref.weights, root)
 
@@ -53,17 +57,11 @@ def build_reference(ref: ReferenceDetector, params: Params, root: Path) -> Calla
     if weights is not None and not weights.is_file():
         raise FileNotFoundError(f"references: {ref.name}: weights file not found: {weights}")
     if ref.model:
-        from featherface.inference.detector import FaceDetector
-
-        device = None if cfg.device == "auto" else cfg.device
-        return FaceDetector.from_pretrained(ref.model, weights, settings=cfg.detector_settings(), device=device)
-    from featherface.inference.peers import peer_detector
-
+        return build_detector(cfg, ref.model, weights)
     return peer_detector(ref.peer, weights, settings=cfg.detector_settings())
 
 
-def run_references_stage(params: Params, root: str | Path,
-                         progress: Callable[[int, int | None, str], None] | None = None) -> dict[str, Any]:
+def run(params: Params, root: str | Path, progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Predict and score every reference detector on the val images; write ``references.json`` and
     ``provenance.json`` into ``results/references`` and return the content of ``references.json``:
     ``{"images": N, "iou_threshold": t, "detectors": [{"name", "model", "peer", "weights", "ap": {...},
@@ -72,10 +70,6 @@ def run_references_stage(params: Params, root: str | Path,
     Raises:
         FileNotFoundError: a missing weights file or image folder. KeyError: an unknown model or peer.
     """
-    from featherface.eval.predict import predict_folder
-    from featherface.eval.widerface import evaluate_folder
-    from featherface.utils.provenance import write_json, write_record
-
     root = Path(root)
     val_dir = resolve_path(params.data.root, root) / "widerface" / "val"
     out_dir = root / REFERENCES_DIR
@@ -97,7 +91,7 @@ def run_references_stage(params: Params, root: str | Path,
             "skipped": summary.skipped,
         })
     content = {"iou_threshold": params.score.iou_threshold, "detectors": rows}
-    write_json(out_dir / REFERENCES_FILE, content)
+    write_json_atomic(out_dir / REFERENCES_FILE, content)
     weights = [reference_weights(r, root) for r in params.references.detectors if r.weights]
     write_record(out_dir, "references", {"references": to_dict(params.references),
                                          "predict": params.predict.protocol(), "score": to_dict(params.score)},

@@ -2,7 +2,8 @@
 
 Each run folder ``<study_dir>/<model>-<init>/`` holds what the pipeline wrote for it: ``final.pt`` and
 ``metrics.csv`` (train stage, with ``provenance.json``), ``predict/summary.json`` and ``score/ap.json``. This
-module reads them back, nothing else: every cell of the table comes from a file a stage wrote.
+module reads them back, nothing else: every cell of the table comes from a file a stage wrote. Entry point:
+``featherface study-table --params params-study.yaml`` (:func:`run`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featherface.config import Params
-from featherface.utils.provenance import atomic_write_text, write_json
+from featherface.config import ConfigError, Params
+from featherface.models.loading import build_model_from_checkpoint
+from featherface.utils.io import write_json_atomic, write_text_atomic
 
-__all__ = ["StudyRow", "collect_study", "study_markdown", "write_study_table"]
+__all__ = ["STUDY_DIR", "StudyRow", "collect_study", "run", "study_markdown", "write_study_table"]
+
+#: The study's folder, relative to the project root (one sub-folder per run).
+STUDY_DIR = "results/study"
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,6 @@ def _read_metrics(path: Path) -> list[dict[str, str]]:
 
 
 def _count_parameters(final: Path) -> int:
-    from featherface.models.loading import build_model_from_checkpoint
-
     model = build_model_from_checkpoint(final)
     return sum(p.numel() for p in model.parameters())
 
@@ -126,7 +129,22 @@ def study_markdown(rows: list[StudyRow]) -> str:
 def write_study_table(rows: list[StudyRow], out_dir: str | Path) -> Path:
     """Write ``table.md`` and ``table.json`` into ``out_dir``; returns the Markdown file."""
     out_dir = Path(out_dir)
-    write_json(out_dir / "table.json", [asdict(r) for r in rows])
+    write_json_atomic(out_dir / "table.json", [asdict(r) for r in rows])
     path = out_dir / "table.md"
-    atomic_write_text(path, study_markdown(rows))
+    write_text_atomic(path, study_markdown(rows))
     return path
+
+
+def run(params: Params, root: str | Path, out_dir: str | Path | None = None,
+        params_file: str = "params.yaml") -> Path:
+    """Collect every run of ``study.runs`` from ``out_dir`` (default ``<root>/results/study``), write
+    ``table.md`` and ``table.json`` there and return the Markdown file. ``params_file`` is the parameter file as
+    the reproducing commands should name it.
+
+    Raises:
+        ConfigError: ``study.runs`` is empty. FileNotFoundError, ValueError: a run's file is missing or malformed.
+    """
+    out_dir = Path(out_dir) if out_dir else Path(root) / STUDY_DIR
+    if not params.study.runs:
+        raise ConfigError(f"{params_file}: study.runs is empty (list MODEL:INIT pairs, see params-study.yaml)")
+    return write_study_table(collect_study(params, out_dir, params_file=params_file), out_dir)

@@ -1,7 +1,8 @@
 """The validate stage: build every configured model, check its parameter budget and output shapes, and run
 ODConv against the official module's golden vectors when they are available.
 
-The report is plain data (`ValidateReport.to_dict()`), written by the CLI into ``results/validate/``.
+The report is plain data (`ValidateReport.to_dict()`); :func:`run` writes it into ``results/validate/report.json``
+with its ``provenance.json``. Entry point: ``featherface validate --params params.yaml``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from featherface.config import ValidateConfig
+from featherface.config import ConfigError, Params, ValidateConfig, resolve_path, to_dict
+from featherface.models.registry import create_model, list_models
+from featherface.models.summary import count_macs
+from featherface.nn.odconv import ODConv2d
+from featherface.utils.io import write_json_atomic
+from featherface.utils.provenance import write_record
+
+__all__ = ["VALIDATE_DIR", "GoldenCheck", "ModelCheck", "ValidateReport", "check_model", "check_odconv_golden",
+           "expected_priors", "run", "validate"]
 
 log = logging.getLogger(__name__)
+
+#: The stage's output folder, relative to the project root.
+VALIDATE_DIR = "results/validate"
 
 
 @dataclass
@@ -79,9 +91,6 @@ def check_model(name: str, cfg: ValidateConfig) -> ModelCheck:
     A forward pass that fails at an input size is recorded as a problem, not raised. The random initialisation
     is seeded (0) without touching the caller's global RNG state.
     """
-    from featherface.models.registry import create_model
-    from featherface.models.summary import count_macs
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model(name).eval()
@@ -109,8 +118,6 @@ def check_model(name: str, cfg: ValidateConfig) -> ModelCheck:
 
 def _golden_outputs(npz: Any, config: dict[str, Any]) -> dict[str, float]:
     """Rebuild the official module's configuration, load its weights and compare every stored output."""
-    from featherface.nn.odconv import ODConv2d
-
     state = {k: torch.from_numpy(npz[k]) for k in npz.files if k == "weight" or k.startswith("attention.")}
 
     def build(temperature: float) -> ODConv2d:
@@ -167,9 +174,6 @@ def validate(cfg: ValidateConfig, project_root: Path) -> ValidateReport:
     Raises:
         ConfigError: `cfg.models` names a model that is not registered (with a suggestion).
     """
-    from featherface.config import ConfigError, resolve_path
-    from featherface.models.registry import list_models
-
     known = list_models()
     for name in cfg.models:
         if name not in known:
@@ -188,3 +192,18 @@ def validate(cfg: ValidateConfig, project_root: Path) -> ValidateReport:
         skipped = f"{golden_dir / 'odconv'} is absent"
         log.warning("validate: ODConv golden check skipped: %s", skipped)
     return ValidateReport(models, golden, skipped, cfg.param_budget)
+
+
+def run(params: Params, root: str | Path, out_dir: str | Path | None = None) -> ValidateReport:
+    """Run :func:`validate` with the ``validate:`` section; write ``report.json`` and ``provenance.json`` into
+    ``out_dir`` (default ``<root>/results/validate``) and return the report (``report.ok``: whether all passed).
+
+    Raises:
+        ConfigError: ``validate.models`` names a model that is not registered.
+    """
+    root = Path(root)
+    out_dir = Path(out_dir) if out_dir else root / VALIDATE_DIR
+    report = validate(params.validate, root)
+    write_json_atomic(out_dir / "report.json", report.to_dict())
+    write_record(out_dir, "validate", {"validate": to_dict(params.validate)}, extra={"ok": report.ok})
+    return report

@@ -8,25 +8,21 @@ its input files, so a number in `results/` can be traced back to what made it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import featherface
+from featherface.utils.io import sha256_file, write_json_atomic, write_text_atomic
 
+__all__ = ["atomic_write_text", "code_version", "hardware_description", "sha256_file", "write_json", "write_record"]
 
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """The hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+#: The atomic writers under the names this module's callers use (the one implementation is
+#: :mod:`featherface.utils.io`; ``sha256_file`` is re-exported from there too).
+write_json = write_json_atomic
+atomic_write_text = write_text_atomic
 
 
 def code_version(repo_dir: str | Path | None = None) -> dict[str, Any]:
@@ -47,26 +43,11 @@ def code_version(repo_dir: str | Path | None = None) -> dict[str, Any]:
     return info
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def hardware_description(device: str = "cpu") -> str:
     """A one-line description of where a stage ran, e.g. ``"cpu: Intel Xeon ..., 2 cores"`` or
     ``"cuda: NVIDIA H100 80GB HBM3 x 1"``."""
     if str(device).startswith("cuda"):
-        import torch
+        import torch  # here: this module is imported by torch-free code (data, eval.prediction_files)
 
         if torch.cuda.is_available():
             return f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
@@ -79,11 +60,6 @@ def hardware_description(device: str = "cpu") -> str:
                 break
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"cpu: {name}, {cores} cores"
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Atomically write `data` as indented JSON."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_record(
@@ -117,5 +93,5 @@ def write_record(
     if extra:
         record.update(extra)
     path = Path(out_dir) / "provenance.json"
-    write_json(path, record)
+    write_json_atomic(path, record)
     return path

@@ -111,6 +111,7 @@ def test_check_model_leaves_the_global_rng_alone() -> None:
 def test_failing_forward_pass_is_a_problem_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model that raises at one input size: that size is reported, the other sizes are still checked."""
     import featherface.models.registry as registry
+    import featherface.stages.validate as stage
 
     real = registry.create_model
 
@@ -124,7 +125,7 @@ def test_failing_forward_pass_is_a_problem_not_a_crash(monkeypatch: pytest.Monke
                 raise ValueError(f"odd width {x.shape[-1]}")
             return self.inner(x)
 
-    monkeypatch.setattr(registry, "create_model", lambda name: RefusesOddWidths())
+    monkeypatch.setattr(stage, "create_model", lambda name: RefusesOddWidths())
     check = check_model("featherface_none", _config("unused", input_sizes=((32, 32), (61, 97))))
     assert not check.shapes_ok
     assert check.problems == ["61x97: forward pass failed: odd width 97"]

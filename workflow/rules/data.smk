@@ -5,7 +5,7 @@ DATA_CODE = py_files("featherface/data")
 
 rule download:
     input:
-        code=DATA_CODE,
+        code=DATA_CODE + ["featherface/stages/download.py"],
     output:
         widerface=directory(f"{DATA}/widerface"),
         weights=directory(f"{DATA}/weights"),
@@ -25,7 +25,7 @@ rule download:
 
 rule verify:
     input:
-        code=DATA_CODE + ["featherface/eval/ground_truth.py"],
+        code=DATA_CODE + ["featherface/eval/ground_truth.py", "featherface/stages/verify.py"],
         widerface=f"{DATA}/widerface",
         weights=f"{DATA}/weights",
         manifest=f"{DATA}/manifest.json",

@@ -18,11 +18,13 @@ EXPORTED = f"{EXPORT_DIR}/{DEPLOY_MODEL}.onnx"
 EXPORT_CODE = py_files("featherface/nn", "featherface/models", "featherface/ops") + [
     "featherface/deploy/export.py", "featherface/deploy/contract.py", "featherface/deploy/parity.py",
     "featherface/deploy/torchscript.py", "featherface/deploy/onnx_ops.py", "featherface/deploy/rewrites.py",
-    "featherface/stages/deploy.py"
+    "featherface/stages/export.py",
 ]
 BENCHMARK_CODE = EXPORT_CODE + [
-    "featherface/deploy/benchmark.py", "featherface/deploy/benchmark_result.py", "featherface/deploy/profile.py",
-    "featherface/deploy/timing.py", "featherface/inference/onnx.py", "featherface/inference/postprocess.py"
+    "featherface/stages/benchmark.py", "featherface/deploy/benchmark.py", "featherface/deploy/benchmark_result.py",
+    "featherface/deploy/profile.py", "featherface/deploy/timing.py", "featherface/deploy/accuracy.py",
+    "featherface/deploy/openvino.py", "featherface/inference/onnx.py", "featherface/inference/np_ops.py",
+    "featherface/inference/postprocess.py",
 ]
 
 
@@ -77,6 +79,7 @@ rule report:
         code=py_files("featherface/report") + [
             "featherface/eval/results.py", "featherface/eval/ground_truth.py",
             "featherface/utils/provenance.py", "featherface/utils/figures.py",
+            "featherface/utils/provenance.py", "featherface/utils/io.py", "featherface/stages/report.py"
         ],
         download=f"{DATA}/provenance.json",
         verify=["results/verify/report.json", "results/verify/provenance.json"],

