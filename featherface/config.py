@@ -4,6 +4,10 @@
 one dataclass below; `load_params` reads the file, rejects unknown keys (with a suggestion for the
 closest known key) and values of the wrong type or range (naming the dotted key), and resolves relative
 paths against the directory of the parameter file.
+
+The module is a little over 500 lines on purpose: every section of `params.yaml` (except the largest, `train:`, in
+:mod:`featherface.train.config`) and the loader that validates them sit in one file, so that a key of the file can
+be checked against one place.
 """
 
 from __future__ import annotations
