@@ -20,7 +20,7 @@ import cv2
 
 from featherface.data.dataset import read_image
 from featherface.data.labels import label_file_blocks
-from featherface.utils.io import write_text_atomic
+from featherface.utils.io import replace_dir, write_text_atomic
 
 __all__ = ["PackSummary", "pack_train_folders", "scale_face_line"]
 
@@ -99,8 +99,7 @@ def pack_train_folders(folders: Sequence[str | Path], out: str | Path, max_side:
             labels.append(header if header.endswith("\n") else header + "\n")
             labels.extend(scale_face_line(line, factor) for line in faces if line.strip())
     write_text_atomic(staging / "label.txt", "".join(labels))
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    replace_dir(staging, out)
     log.info("pack: %d images (%d downscaled), %.1f MB, into %s", summary.images, summary.downscaled,
              summary.bytes / 1e6, out)
     return summary

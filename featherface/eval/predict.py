@@ -21,7 +21,7 @@ from typing import Any, Callable
 from featherface.eval.prediction_files import write_prediction_file
 from featherface.inference.detector import to_wider_rows
 from featherface.inference.images import ImageError, list_images
-from featherface.utils.io import ProgressCallback
+from featherface.utils.io import ProgressCallback, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +72,6 @@ class PredictSummary:
             "seconds": round(self.seconds, 3),
             "seconds_per_image": round(self.seconds_per_image, 4) if self.images else None,
         }
-
-
-def _replace_dir(src: Path, dest: Path) -> None:
-    """Move the finished folder `src` to `dest`, replacing an older `dest` only once `src` is complete.
-
-    When the final rename fails, the older `dest` is put back before the error propagates.
-    """
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    try:
-        os.replace(src, dest)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_replaceable(out_dir: Path, images_dir: Path) -> None:
@@ -176,7 +157,7 @@ def predict_folder(
                     summary.detections += int(len(rows))
             if progress:
                 progress(index, len(paths), "predict")
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,4 +1,4 @@
-"""File helpers every stage shares: atomic writes, sha256 digests and the progress-callback type.
+"""File helpers every stage shares: atomic writes of files and folders, sha256 digests and the progress-callback type.
 
 An atomic write goes to a temporary file in the destination's folder (``.<name>.<random><suffix>``) that is renamed
 over the destination only once it is complete, so a crash, a full disk or Ctrl-C never leaves a half-written
@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -98,3 +99,25 @@ def leftover_temps(path: str | os.PathLike[str]) -> list[Path]:
         return []
     pattern = re.compile(rf"^\.{re.escape(dest.name)}\.[A-Za-z0-9_]{{8}}(\.tmp|{re.escape(dest.suffix)})$")
     return [p for p in dest.parent.glob(f".{glob.escape(dest.name)}.*") if pattern.match(p.name) and p.is_file()]
+
+
+def replace_dir(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Move the finished folder ``src`` to ``dest``, replacing an older ``dest`` only once ``src`` is complete.
+
+    The older ``dest`` is first renamed aside (``.<name>.old-<pid>``); when the final rename fails it is put back
+    before the error propagates, so ``dest`` is never left missing. Returns ``dest``.
+    """
+    src, dest = Path(src), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest

@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import featherface
-from featherface.utils.io import sha256_file, write_json_atomic, write_text_atomic
+from featherface.utils.io import sha256_file, write_json_atomic
 
-__all__ = ["atomic_write_text", "code_version", "hardware_description", "sha256_file", "write_json", "write_record"]
-
-#: The atomic writers under the names this module's callers use (the one implementation is
-#: :mod:`featherface.utils.io`; ``sha256_file`` is re-exported from there too).
-write_json = write_json_atomic
-atomic_write_text = write_text_atomic
+__all__ = ["code_version", "hardware_description", "write_record"]
 
 
 def code_version(repo_dir: str | Path | None = None) -> dict[str, Any]:

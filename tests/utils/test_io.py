@@ -55,3 +55,25 @@ def test_leftover_temps_finds_only_this_files_temporaries(tmp_path):
     assert sorted(found) == sorted(mine)
     assert other not in found
     assert io.leftover_temps(tmp_path / "missing" / "a.jpg") == []
+
+
+def test_replace_dir_swaps_in_a_complete_folder(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    staging = tmp_path / "out.tmp"
+    staging.mkdir()
+    (staging / "new.txt").write_text("new")
+    assert io.replace_dir(staging, dest) == dest
+    assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_move_fails(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "old.txt").write_text("old")
+    with pytest.raises(OSError):
+        io.replace_dir(tmp_path / "missing", dest)
+    assert (dest / "old.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
