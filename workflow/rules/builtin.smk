@@ -2,24 +2,30 @@
 # predicted and scored on the val images, with the student's starting point (step 0: V1's weights transferred,
 # deformable offsets dropped) scored too, so the README shows where accuracy is lost and regained. Run with
 #   FEATHERFACE_PARAMS=params-builtin.yaml snakemake --cores 1 builtin
-# Phase 1 reads params-builtin.yaml (the PARAMS_FILE); phase 1b (params-builtin-mimic2.yaml: the SSH again, on crops
-# near the original scale, with the ground truth) continues from it, and phase 2 (params-builtin-finetune.yaml: the
-# whole model) from phase 1b.
+# Phase 1 reads params-builtin.yaml (the PARAMS_FILE); each later phase continues from the one before with its own
+# parameter file (BUILTIN_PHASES): phase 1b (params-builtin-mimic2.yaml: the SSH again, on crops near the original
+# scale, with the ground truth), phase 2 (params-builtin-finetune.yaml: the whole model, one epoch), phase 3
+# (params-builtin-long.yaml: seven more epochs) and phase 4 (params-builtin-long2.yaml: seven more).
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
-BUILTIN_FINETUNE_PARAMS = "params-builtin-finetune.yaml"
-BUILTIN_MIMIC2_PARAMS = "params-builtin-mimic2.yaml"
+# phase: (its parameter file, the phase whose final.pt it starts from)
+BUILTIN_PHASES = {
+    "mimic2": ("params-builtin-mimic2.yaml", "mimic"),
+    "finetune": ("params-builtin-finetune.yaml", "mimic2"),
+    "long": ("params-builtin-long.yaml", "finetune"),
+    "long2": ("params-builtin-long2.yaml", "long"),
+}
 BUILTIN_MODEL = config["train"]["model"]
 
 
 wildcard_constraints:
-    phase="step0|mimic|mimic2|finetune",
+    phase="|".join(("step0", "mimic", *BUILTIN_PHASES)),
 
 
 rule builtin:
     input:
-        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", "mimic2", "finetune")),
+        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", *BUILTIN_PHASES)),
 
 
 rule builtin_step0:
@@ -54,38 +60,23 @@ rule builtin_mimic:
         "featherface train --params {PARAMS_FILE} --out {BUILTIN_DIR}/mimic --resume auto --quiet > {log} 2>&1"
 
 
-rule builtin_finetune:
+rule builtin_continue:
     input:
-        mimic2=f"{BUILTIN_DIR}/mimic2/final.pt",
-        params=BUILTIN_FINETUNE_PARAMS,
+        previous=lambda wc: f"{BUILTIN_DIR}/{BUILTIN_PHASES[wc.phase][1]}/final.pt",
+        params=lambda wc: BUILTIN_PHASES[wc.phase][0],
     output:
-        final=f"{BUILTIN_DIR}/finetune/final.pt",
+        final=f"{BUILTIN_DIR}/{{phase}}/final.pt",
+    wildcard_constraints:
+        phase="|".join(BUILTIN_PHASES),
     log:
-        "logs/builtin/finetune.log",
+        "logs/builtin/{phase}.log",
     threads: 8
     resources:
         gpu=0 if config["train"]["device"] == "cpu" else 1,
         mem_mb=16000,
         runtime=24 * 60,
     shell:
-        "featherface train --params {input.params} --out {BUILTIN_DIR}/finetune --resume auto --quiet > {log} 2>&1"
-
-
-rule builtin_mimic2:
-    input:
-        mimic=f"{BUILTIN_DIR}/mimic/final.pt",
-        params=BUILTIN_MIMIC2_PARAMS,
-    output:
-        final=f"{BUILTIN_DIR}/mimic2/final.pt",
-    log:
-        "logs/builtin/mimic2.log",
-    threads: 8
-    resources:
-        gpu=0 if config["train"]["device"] == "cpu" else 1,
-        mem_mb=16000,
-        runtime=24 * 60,
-    shell:
-        "featherface train --params {input.params} --out {BUILTIN_DIR}/mimic2 --resume auto --quiet > {log} 2>&1"
+        "featherface train --params {input.params} --out {BUILTIN_DIR}/{wildcards.phase} --resume auto --quiet > {log} 2>&1"
 
 
 rule builtin_predict:
