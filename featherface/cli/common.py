@@ -19,7 +19,8 @@ __all__ = ["TqdmProgress", "print_ap", "stage_params"]
 
 class TqdmProgress:
     """A :data:`featherface.utils.io.ProgressCallback` (``progress(done, total, what)``) that draws one tqdm bar
-    per ``what`` on stderr; ``enabled=False`` draws nothing (``--quiet``, or a rank other than 0)."""
+    per ``what`` on stderr; ``enabled=False`` draws nothing (``--quiet``, or a rank other than 0). As a context
+    manager it closes its bars on the way out, whatever happened."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -45,6 +46,12 @@ class TqdmProgress:
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+    def __enter__(self) -> "TqdmProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def stage_params(args: argparse.Namespace) -> tuple[Params, Path]:

@@ -31,11 +31,8 @@ UNKNOWN_HINT_SCORE = ("score only the val images, or run `featherface evaluate -
 
 def cmd_download(args: argparse.Namespace) -> int:
     params, root = stage_params(args)
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         manifest = download.run(params, root, progress=progress)
-    finally:
-        progress.close()
     print(f"download: data ready under {manifest.parent} (manifest {manifest})")
     return 0
 
@@ -43,11 +40,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     params, root = stage_params(args)
     out_dir = Path(args.out) if args.out else root / verify.VERIFY_DIR
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         result = verify.run(params, root, out_dir, progress=progress)
-    finally:
-        progress.close()
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     if not result.ok:
         print(f"verify: FAILED ({len(result.problems)} problems; report {out_dir / 'report.json'})", file=sys.stderr)
@@ -94,19 +88,17 @@ def train_logging(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train as the ``train:`` section says; under ``torchrun`` only rank 0 draws the progress bar and prints."""
     is_main = distributed.detect().is_main
-    progress = TqdmProgress(not args.quiet and is_main)
-    try:
-        final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
-                             overwrite=args.overwrite)
-    except NonFiniteLossError as err:
-        print(f"featherface train: stopped: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
-        progress.close()
-        print(f"featherface train: {err or 'interrupted'}", file=sys.stderr)
-        return 130
-    finally:
-        progress.close()
+    with TqdmProgress(not args.quiet and is_main) as progress:
+        try:
+            final = run_training(args.params, args.set or (), args.out, args.resume or False, progress,
+                                 overwrite=args.overwrite)
+        except NonFiniteLossError as err:
+            print(f"featherface train: stopped: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as err:  # TrainingInterrupted says what last.pt holds
+            progress.close()  # before the message, so the bar does not overwrite it
+            print(f"featherface train: {err or 'interrupted'}", file=sys.stderr)
+            return 130
     if is_main:
         print(f"train: final model {final}")
     return 0
@@ -114,11 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     params, root = stage_params(args)
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         done = predict.run(params, root, images=args.images, out_dir=args.out, progress=progress)
-    finally:
-        progress.close()
     for rel, reason in done.summary.skipped.items():
         print(f"  skipped {rel}: {reason}", file=sys.stderr)
     print(
@@ -140,11 +129,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_references(args: argparse.Namespace) -> int:
     params, root = stage_params(args)
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         content = references.run(params, root, progress=progress)
-    finally:
-        progress.close()
     for row in content["detectors"]:
         ap = "  ".join(f"{s.capitalize()} {'n/a' if v is None else f'{100 * v:.2f}'}" for s, v in row["ap"].items())
         print(f"  {row['name']:<24} {ap}  ({row['num_images']} of the {row['num_images_total']} val images)")

@@ -78,14 +78,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.bypass_attention:
                 _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"
-        progress = TqdmProgress(not args.quiet)
-        try:
-            summary = predict_folder(detector, args.images, pred_dir, progress=progress,
-                                     skip_unreadable=args.skip_unreadable)
-        except UnreadableImageError as err:
-            raise err.with_hint("pass --skip-unreadable to leave it out") from None
-        finally:
-            progress.close()
+        with TqdmProgress(not args.quiet) as progress:
+            try:
+                summary = predict_folder(detector, args.images, pred_dir, progress=progress,
+                                         skip_unreadable=args.skip_unreadable)
+            except UnreadableImageError as err:
+                raise err.with_hint("pass --skip-unreadable to leave it out") from None
         print(f"predicted {summary.images} images at original size, {summary.seconds_per_image:.3f} s/image")
         for rel, reason in summary.skipped.items():
             print(f"  skipped {rel}: {reason}", file=sys.stderr)
@@ -114,12 +112,9 @@ def cmd_attention(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         analysis = analyze_folder(args.weights, args.images, model=args.model, max_images=args.max_images or None,
                                   long_side=args.long_side or None, device=args.device, progress=progress)
-    finally:
-        progress.close()
     written = write_analysis(analysis, out_dir)
     summary = analysis.summary
     settings = {k: getattr(args, k) for k in ("model", "weights", "images", "max_images", "long_side", "device")}
@@ -141,14 +136,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     else:
         detector = FaceDetector.builtin(**options)
     out_dir = Path(args.out)
-    progress = TqdmProgress(not args.quiet)
-    try:
+    with TqdmProgress(not args.quiet) as progress:
         summary = run_detect(
             detector, args.inputs, out_dir, save_images=args.save_images, save_json=args.save_json,
             progress=progress, max_frames=args.max_frames, keep_going=args.keep_going,
         )
-    finally:
-        progress.close()
     write_json_atomic(out_dir / "summary.json", summary.to_dict())
     for path, reason in summary.skipped.items():
         print(f"  skipped {path}: {reason}", file=sys.stderr)

@@ -52,6 +52,8 @@ import cv2
 import numpy as np
 
 from featherface.data.labels import ImageLabels
+from featherface.inference import images as inference_images
+from featherface.inference.settings import MEAN_BGR as _MEAN_BGR
 
 __all__ = [
     "MEAN_BGR",
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 #: Per-channel mean subtracted from BGR images (RetinaFace / FeatherFace).
-MEAN_BGR: tuple[int, int, int] = (104, 117, 123)
+MEAN_BGR: tuple[int, int, int] = tuple(int(v) for v in _MEAN_BGR)  # (104, 117, 123), the fill colour of a crop
 #: Crop side as a fraction of the short image side (RetinaFace ``PRE_SCALES``).
 CROP_SCALES: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
 #: Interpolations drawn uniformly by :func:`resize` (RetinaFace ``_resize_subtract_mean``).
@@ -365,10 +367,7 @@ def resize(
 def to_network_input(image: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> (3, H, W) float32 BGR minus `mean` (no std scaling)."""
     _check_image(image, "to_network_input")
-    out = np.empty((3, *image.shape[:2]), np.float32)
-    # One pass: the uint8 CHW view minus the per-channel mean, written as float32.
-    np.subtract(image.transpose(2, 0, 1), np.asarray(mean, np.float32)[:, None, None], out=out, dtype=np.float32)
-    return out
+    return inference_images.to_network_input(image, mean)[0]
 
 
 def normalize_target(target: Target, width: int, height: int) -> Target:

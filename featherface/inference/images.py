@@ -238,8 +238,10 @@ def fit_and_pad(
 
 def to_network_input(image: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> np.ndarray:
     """``(H, W, 3)`` uint8 BGR -> ``(1, 3, H, W)`` float32 network input: minus ``mean``, no scaling."""
-    array = image.astype(np.float32) - np.asarray(mean, dtype=np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])
+    out = np.empty((1, 3, *image.shape[:2]), np.float32)
+    # One pass: the uint8 CHW view minus the per-channel mean, written as float32.
+    np.subtract(image.transpose(2, 0, 1), np.asarray(mean, np.float32)[:, None, None], out=out[0], dtype=np.float32)
+    return out
 
 
 def to_tensor(image: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> "torch.Tensor":

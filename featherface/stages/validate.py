@@ -21,6 +21,7 @@ from featherface.config import ConfigError, Params, ValidateConfig, resolve_path
 from featherface.models.registry import create_model, list_models
 from featherface.models.summary import count_macs
 from featherface.nn.odconv import ODConv2d
+from featherface.ops.priors import num_priors
 from featherface.utils.io import write_json_atomic
 from featherface.utils.provenance import write_record
 
@@ -81,8 +82,8 @@ class ValidateReport:
 
 
 def expected_priors(height: int, width: int) -> int:
-    """``P = 2 * sum(ceil(H / s) * ceil(W / s))`` over the strides 8, 16, 32."""
-    return 2 * sum(-(-height // s) * -(-width // s) for s in (8, 16, 32))
+    """``P = 2 * sum(ceil(H / s) * ceil(W / s))`` over the strides 8, 16, 32 (the default anchors' count)."""
+    return num_priors(height, width)
 
 
 def check_model(name: str, cfg: ValidateConfig) -> ModelCheck:
