@@ -113,7 +113,8 @@ class PredictConfig:
     keep 750).
 
     Attributes:
-        model: a registered model name.
+        model: a registered model name; empty: the architecture the checkpoint records (a checkpoint of ours,
+            e.g. a study run trained with ``train.width`` overridden).
         weights: a checkpoint of ours or a FeatherFace fork state dict (relative to the parameter file).
         long_side: 0 runs at the original image size (the protocol); N resizes the longer side to N pixels.
         score_threshold, pre_nms_top_k, nms_iou: as in :class:`~featherface.inference.settings.DetectorSettings`.
@@ -280,7 +281,27 @@ class ReferencesConfig:
 
 
 #: Initialisations a study run may name (``train.init``).
-STUDY_INITS: tuple[str, ...] = ("imagenet", "fork_trunk", "none")
+STUDY_INITS: tuple[str, ...] = ("imagenet", "fork_trunk", "checkpoint", "none")
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One training run of a study: ``train.model``, ``train.init`` and (when the study repeats seeds)
+    ``train.seed`` replaced in the ``train:`` section."""
+
+    model: str
+    init: str
+    seed: int | None = None
+
+    @property
+    def group(self) -> str:
+        """``<model>-<init>``: the runs that differ only in their seed."""
+        return f"{self.model}-{self.init}"
+
+    @property
+    def name(self) -> str:
+        """The run's folder name: ``<model>-<init>``, or ``<model>-<init>-seed<k>`` in a study with seeds."""
+        return self.group if self.seed is None else f"{self.group}-seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -289,14 +310,23 @@ class StudyConfig:
 
     Attributes:
         runs: ``model:init`` pairs, e.g. ``featherface_odconv:imagenet``; each is trained with the ``train:``
-            section, ``train.model`` and ``train.init`` replaced, into ``results/study/<model>-<init>/``, then
+            section, ``train.model`` and ``train.init`` replaced, into ``<dir>/<model>-<init>/``, then
             predicted and scored on the val images with the ``predict:`` / ``score:`` protocol.
+        seeds: repeat every run once per seed (``train.seed`` replaced) into ``<dir>/<model>-<init>-seed<k>/``;
+            the table then gives each pair's mean and spread over the seeds. Empty: one run per pair, with
+            ``train.seed``.
         fine_tune_epochs: epochs of the ``fork_trunk`` runs (warm starts from a trained trunk); 0 trains them
             for ``train.epochs`` like the others.
+        dir: the study's folder, relative to the project root.
+        bypass: also score every run whose model has attention with that attention bypassed
+            (``featherface evaluate --bypass-attention``) into ``<run>/bypass/``; the table gives both.
     """
 
     runs: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
     fine_tune_epochs: int = 0
+    dir: str = "results/study"
+    bypass: bool = False
 
     def __post_init__(self) -> None:
         for run in self.runs:
@@ -304,16 +334,21 @@ class StudyConfig:
             _require(bool(sep) and bool(model), "study.runs", f"{run!r} must be MODEL:INIT")
             _require(init in STUDY_INITS, "study.runs", f"{run!r}: INIT must be one of {', '.join(STUDY_INITS)}")
         _require(len(set(self.runs)) == len(self.runs), "study.runs", "a run is listed twice")
+        _require(len(set(self.seeds)) == len(self.seeds), "study.seeds", f"a seed is listed twice: {list(self.seeds)}")
+        _require(all(seed >= 0 for seed in self.seeds), "study.seeds", "seeds must be >= 0")
         _require(self.fine_tune_epochs >= 0, "study.fine_tune_epochs", "must be >= 0 (0: train.epochs)")
+        _require(bool(self.dir.strip()), "study.dir", "must name a folder (e.g. results/study)")
 
     def epochs_override(self, init: str) -> int:
         """The ``train.epochs`` of a run with this ``init`` (0: keep the train section's)."""
         return self.fine_tune_epochs if init == "fork_trunk" else 0
 
-    def run_names(self) -> dict[str, tuple[str, str]]:
-        """``{"<model>-<init>": (model, init)}`` in the order of ``runs`` (the run's folder name)."""
+    def study_runs(self) -> dict[str, StudyRun]:
+        """``{folder name: run}`` in the order of ``runs``, each pair's seeds together."""
         pairs = [run.split(":", 1) for run in self.runs]
-        return {f"{model}-{init}": (model, init) for model, init in pairs}
+        seeds: tuple[int | None, ...] = self.seeds or (None,)
+        runs = [StudyRun(model, init, seed) for model, init in pairs for seed in seeds]
+        return {run.name: run for run in runs}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from featherface.config import (
     ConfigError,
     DataConfig,
     Params,
+    StudyRun,
     apply_overrides,
     from_dict,
     load_params,
@@ -109,22 +110,47 @@ def test_resolve_path(tmp_path: Path) -> None:
 def test_study_runs_are_validated(tmp_path: Path) -> None:
     params = load_params(write(tmp_path, "study:\n  runs: [featherface_none:imagenet, featherface_cbam:fork_trunk]\n"
                                          "  fine_tune_epochs: 3\n"))
-    assert params.study.run_names() == {
-        "featherface_none-imagenet": ("featherface_none", "imagenet"),
-        "featherface_cbam-fork_trunk": ("featherface_cbam", "fork_trunk"),
+    assert params.study.study_runs() == {
+        "featherface_none-imagenet": StudyRun("featherface_none", "imagenet"),
+        "featherface_cbam-fork_trunk": StudyRun("featherface_cbam", "fork_trunk"),
     }
     assert params.study.epochs_override("fork_trunk") == 3
     assert params.study.epochs_override("imagenet") == 0
-    for bad, message in (("[featherface_none]", "MODEL:INIT"), ("[featherface_none:scratch]", "INIT must be one of"),
-                         ("[a:none, a:none]", "listed twice")):
+    assert params.study.dir == "results/study"
+    for bad, message in (("runs: [featherface_none]", "MODEL:INIT"),
+                         ("runs: [featherface_none:scratch]", "INIT must be one of"),
+                         ("runs: [a:none, a:none]", "listed twice"),
+                         ("seeds: [0, 1, 0]", "seed is listed twice"),
+                         ("seeds: [-1]", "seeds must be >= 0"),
+                         ("seeds: [zero]", "study.seeds"),
+                         ("dir: ' '", "study.dir")):
         with pytest.raises(ConfigError, match=message):
-            load_params(write(tmp_path, f"study:\n  runs: {bad}\n"))
+            load_params(write(tmp_path, f"study:\n  {bad}\n"))
+
+
+def test_study_seeds_repeat_every_run(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, "study:\n  runs: [featherface_none:fork_trunk, featherface_cbam:fork_trunk]\n"
+                                         "  seeds: [0, 7]\n  dir: results/ablation\n"))
+    runs = params.study.study_runs()
+    assert list(runs) == ["featherface_none-fork_trunk-seed0", "featherface_none-fork_trunk-seed7",
+                          "featherface_cbam-fork_trunk-seed0", "featherface_cbam-fork_trunk-seed7"]
+    assert runs["featherface_cbam-fork_trunk-seed7"] == StudyRun("featherface_cbam", "fork_trunk", 7)
+    assert runs["featherface_cbam-fork_trunk-seed7"].group == "featherface_cbam-fork_trunk"
 
 
 def test_study_params_file_loads() -> None:
     params = load_params(PROJECT_ROOT / "params-study.yaml")
     assert len(params.study.runs) == 8
-    assert {init for _, init in params.study.run_names().values()} == {"imagenet", "fork_trunk"}
+    assert {run.init for run in params.study.study_runs().values()} == {"imagenet", "fork_trunk"}
+
+
+def test_ablation_params_file_loads() -> None:
+    params = load_params(PROJECT_ROOT / "params-ablation.yaml")
+    runs = params.study.study_runs()
+    assert len(runs) == 12 and {run.seed for run in runs.values()} == {0, 1, 2}
+    assert {run.model for run in runs.values()} == {"featherface_odconv", "featherface_odconv4", "featherface_cbam",
+                                                    "featherface_none"}
+    assert params.study.dir == "results/ablation" and params.train.teacher_model == "featherface_eca_sam"
 
 
 def test_export_benchmark_and_references_sections_are_validated(tmp_path: Path) -> None:

@@ -265,3 +265,26 @@ def test_slurm_profile_dry_runs(project: Path) -> None:
     train = output[output.index("rule train:"):]
     train = train[:train.index("\n\n")]
     assert "gpu=1" in train and "slurm_partition=gpu" in train, train
+
+
+
+@pytest.mark.parametrize("params_file, target, jobs", [
+    ("params-ablation.yaml", "study", {"study_train": 12, "study_predict": 12, "study_score": 12, "study_bypass": 9}),
+    ("params-study.yaml", "study", {"study_train": 8, "study_predict": 8, "study_score": 8}),
+    ("params-builtin.yaml", "builtin", {"builtin_continue": 5, "builtin_predict": 7, "builtin_score": 7}),
+])
+def test_study_and_builtin_targets_plan_every_run(project: Path, params_file: str, target: str,
+                                                   jobs: dict[str, int]) -> None:
+    """A dry run of each multi-run target with the repository's own parameter files plans every run they list
+    (the ablation: 4 models x 3 seeds, and the bypassed scores of the 3 models with attention)."""
+    for path in [PROJECT_ROOT / "params-ablation.yaml", PROJECT_ROOT / "params-study.yaml",
+                 *PROJECT_ROOT.glob("params-builtin*.yaml")]:
+        shutil.copy2(path, project / path.name)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FEATHERFACE_PARAMS": params_file}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-n", target], cwd=project,
+                            capture_output=True, text=True, timeout=600, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    planned = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M)}
+    for rule, count in jobs.items():
+        assert planned.get(rule) == count, f"{rule}: planned {planned.get(rule)}, expected {count}\n{output[-3000:]}"

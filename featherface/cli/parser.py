@@ -406,11 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "study-table",
         help="the table of the study runs (AP, params, epochs, wall time, hardware) from their stage outputs",
-        description="Collect results/study/<model>-<init>/ (final.pt, metrics.csv, provenance.json, score/ap.json) "
-        "for every run of study.runs and write table.md and table.json beside them.",
+        description="Collect <study.dir>/<model>-<init>[-seed<k>]/ (final.pt, metrics.csv, provenance.json, "
+        "score/ap.json) for every run of study.runs (and seed of study.seeds) and write table.md and table.json "
+        "beside them; with seeds, each model's mean and spread and the differences larger than the spread.",
     )
     _add_params_options(p)
-    p.add_argument("--out", help="the study folder (default: results/study)")
+    p.add_argument("--out", help="the study folder (default: study.dir of the parameter file, results/study)")
     p.set_defaults(func="pipeline:cmd_study_table")
     return parser
 

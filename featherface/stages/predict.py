@@ -31,10 +31,11 @@ class PredictRun:
 
 
 def build_detector(cfg: PredictConfig, model: str, weights: Path) -> FaceDetector:
-    """A detector of ``model`` with ``weights`` and the section's protocol (score threshold, NMS IoU, pre-NMS top-k,
-    keep top-k, long side, batch size) on the section's device (``auto``: CUDA when available)."""
+    """A detector of ``model`` (empty: the architecture a checkpoint of ours records, overrides such as ``width``
+    included) with ``weights`` and the section's protocol (score threshold, NMS IoU, pre-NMS top-k, keep top-k,
+    long side, batch size) on the section's device (``auto``: CUDA when available)."""
     device = None if cfg.device == "auto" else cfg.device
-    return FaceDetector.from_pretrained(model, weights, settings=cfg.detector_settings(), device=device)
+    return FaceDetector.from_pretrained(model or None, weights, settings=cfg.detector_settings(), device=device)
 
 
 def run(params: Params, root: str | Path, images: str | Path | None = None, out_dir: str | Path | None = None,

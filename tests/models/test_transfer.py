@@ -80,3 +80,24 @@ def test_deformable_to_plain_copies_the_regular_kernels() -> None:
     with torch.no_grad():
         for a, b in zip(source(x), target(x)):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_residual_attention_blocks_start_as_the_trunk_they_are_added_to() -> None:
+    """The ablation's starting point (params-ablation.yaml): V1's weights into a model with V1's trunk and attention
+    blocks at the six sites. ODConv's residual blocks start as the identity, so featherface_odconv / _odconv4 (and
+    featherface_none, which is V1's architecture) compute V1's function exactly; CBAM's multiplicative gates do not."""
+    source = _trained_like(create_model("featherface_v1", **TINY))
+    x = torch.randn(2, 3, 64, 96) * 50
+    with torch.no_grad():
+        reference = source(x)
+        for name in ("featherface_none", "featherface_odconv", "featherface_odconv4"):
+            target = create_model(name, **TINY).eval()
+            report = transfer_weights(source, target)
+            assert not report.skipped, name
+            assert all(k.startswith("attention.") for k in report.not_loaded), name
+            for a, b in zip(reference, target(x)):
+                assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), name
+        cbam = create_model("featherface_cbam", **TINY).eval()
+        transfer_weights(source, cbam)
+        reference_features = source.forward_features(x)["s3"]
+        assert not torch.allclose(reference_features, cbam.forward_features(x)["s3"], atol=1e-3)

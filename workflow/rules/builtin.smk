@@ -15,6 +15,7 @@ BUILTIN_PHASES = {
     "finetune": ("params-builtin-finetune.yaml", "mimic2"),
     "long": ("params-builtin-long.yaml", "finetune"),
     "long2": ("params-builtin-long2.yaml", "long"),
+    "long3": ("params-builtin-long3.yaml", "long2"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
