@@ -150,7 +150,7 @@ def test_ablation_params_file_loads() -> None:
     assert len(runs) == 12 and {run.seed for run in runs.values()} == {0, 1, 2}
     assert {run.model for run in runs.values()} == {"featherface_odconv", "featherface_odconv4", "featherface_cbam",
                                                     "featherface_none"}
-    assert params.study.dir == "results/ablation" and params.train.teacher_model == "featherface_eca_sam"
+    assert params.study.dir == "results/ablation" and params.train.teacher_model == "featherface_v1"
 
 
 def test_export_benchmark_and_references_sections_are_validated(tmp_path: Path) -> None:
