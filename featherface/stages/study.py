@@ -81,10 +81,10 @@ def has_attention(model: str) -> bool:
     return config.attention != "none" or config.context_conv == "odconv"
 
 
-def _read_ap(path: Path) -> tuple[float, float, float]:
-    ap = _read_json(path)["ap"]
+def _ap_percent(score: dict, path: Path) -> tuple[float, float, float]:
+    """Easy / Medium / Hard AP in percent from the content of an ``ap.json`` (``path`` names it in errors)."""
     try:
-        return tuple(100 * float(ap[level]) for level in LEVELS)  # type: ignore[return-value]
+        return tuple(100 * float(score["ap"][level]) for level in LEVELS)  # type: ignore[return-value]
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"study: {path} has no Easy / Medium / Hard AP (keys ap.easy, ap.medium, ap.hard)") from None
 
@@ -119,11 +119,13 @@ def collect_study(params: Params, study_dir: str | Path, params_file: str = "par
     rows = []
     for name, study_run in params.study.study_runs().items():
         run_dir = study_dir / name
-        easy, medium, hard = _read_ap(run_dir / "score" / "ap.json")
-        num_images = int(_read_json(run_dir / "score" / "ap.json").get("num_images", 0))
+        score_path = run_dir / "score" / "ap.json"
+        score = _read_json(score_path)
+        easy, medium, hard = _ap_percent(score, score_path)
         bypassed = None
         if params.study.bypass and has_attention(study_run.model):
-            bypassed = _read_ap(run_dir / "bypass" / "ap.json")
+            bypass_path = run_dir / "bypass" / "ap.json"
+            bypassed = _ap_percent(_read_json(bypass_path), bypass_path)
         metrics = _read_metrics(run_dir / "metrics.csv")
         provenance = _read_json(run_dir / "provenance.json")
         speeds = [float(r["images_per_s"]) for r in metrics if r.get("images_per_s")]
@@ -136,7 +138,7 @@ def collect_study(params: Params, study_dir: str | Path, params_file: str = "par
             easy=easy,
             medium=medium,
             hard=hard,
-            val_images=num_images,
+            val_images=int(score.get("num_images", 0)),
             params=_count_parameters(run_dir / "final.pt"),
             epochs=int(metrics[-1]["epoch"]),
             train_images=int(provenance.get("images", 0)),

@@ -78,7 +78,6 @@ rule study_predict:  # priority: score a finished run before the next one trains
         summary=f"{STUDY_DIR}/{{run}}/predict/summary.json",
     params:
         predict=config["predict"],
-        model=lambda w: STUDY_RUNS[w.run].model,
     log:
         f"logs/{STUDY_LOGS}/{{run}}/predict.log",
     threads: STUDY_EVAL_THREADS
