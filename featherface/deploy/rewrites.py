@@ -13,7 +13,9 @@ mathematically equal ones (float rounding aside, about 1e-6 relative), built for
   folded into the candidate kernels (its scale) and the conv bias (its shift), and applied with one ``Conv``.
   The two SSH convs that read the same tensor (``conv3x3`` and ``conv5x5_reduce`` on x, ``conv5x5`` and
   ``conv7x7_reduce`` on r) become one ``Conv`` with their kernels concatenated; likewise for plain SSH convs
-  (:class:`StaticConvBN`).
+  (:class:`StaticConvBN`). With 1 or 2 candidate kernels the kernels of such a group are computed together
+  (:class:`MergedODConvKernels`: one attention branch, one sigmoid, no softmax): in ONNX Runtime the many tiny
+  operators of per-conv attention branches, not the arithmetic, were the ODConv's cost.
 * **SSH output** (:class:`FusedSSH`): the ReLU after the concatenation moves into the three branch convs
   (``relu(cat) == cat(relu)``; ONNX Runtime fuses a ReLU into a ``Conv``), and in a whole FeatherFace the channel
   shuffle is left out and the detection heads' 1x1 convs read the unshuffled channels through permuted weights.
@@ -33,7 +35,7 @@ keep their batch-independent im2col formulation.
 The rewritten modules run in eager PyTorch as well (deformable convs by :func:`deform_conv2d_by_sampling`), so
 a rewritten model can be compared with the original one directly (``tests/deploy/test_rewrites.py``).
 
-Why one module of about 520 lines: it has one job, the exact rewrite that :func:`fuse_for_export` applies, and its
+Why one module of about 640 lines: it has one job, the exact rewrite that :func:`fuse_for_export` applies, and its
 parts are not used apart (the SSH rewrite composes the ODConv and deformable ones, and the heads' permutation
 undoes the SSH's shuffle); kept together so that each folding can be read next to the algebra above.
 """
@@ -64,6 +66,7 @@ __all__ = [
     "FusedDeformConvBN",
     "FusedSSH",
     "FusionReport",
+    "MergedODConvKernels",
     "StaticConvBN",
     "fuse_for_export",
 ]
@@ -346,9 +349,120 @@ class _MergedConv(nn.Module):
         return out
 
 
+class MergedODConvKernels(nn.Module):
+    """The kernels of dense ODConvs reading the same input (:class:`ComputedODConvBN` parts with the same
+    ``Cin``, ``k`` and ``n <= 2``), computed together in a few whole-group operations for a batch of one.
+
+    Each part ``p`` has the kernel ``a_f[o] a_c[i] a_s[t] sum_j a_w[j] W_j[o, i, t]``. Here:
+
+    * one attention branch: the parts' ``fc`` rows stacked, one head matrix (block-diagonal over the parts)
+      and one sigmoid over every gate, in the order (row gates, kernel gates, channel, spatial);
+    * with ``n = 2`` the kernel softmax is a sigmoid, ``softmax(l)_j = sigmoid(l_j - l_{1-j})``, so its head
+      rows are differences of the kernel head's rows; they are repeated per output channel, as the filter
+      rows are per candidate kernel, so that the weights ``a_f[o] a_w[j]`` are one product of two slices,
+      shape (n, Cout), applied to the candidates (n, Cout, Cin, k, k) and summed over n;
+    * the input-side gains ``a_c[i] a_s[t]`` of each part (an outer product, (P, Cin, k, k)) are gathered to
+      the rows of their part.
+
+    The graph is about 15 ONNX operators per group instead of about 25 per conv, with no softmax and no
+    batched matrix product (each is a fixed cost of several microseconds in ONNX Runtime).
+
+    Forward: ``(1, Cin, H, W)`` -> ``(weight (sum Cout, Cin, k, k), bias (sum Cout,))``.
+    """
+
+    def __init__(self, parts: list[ComputedODConvBN]) -> None:
+        super().__init__()
+        if not self.applies(parts):
+            raise ValueError("MergedODConvKernels: the parts must be dense ComputedODConvBN blocks with the same "
+                             "input channels, kernel size and 1 or 2 candidate kernels")
+        _, cin, kh, kw = parts[0].kernel_shape
+        n = int(parts[0].weight.shape[1])
+        self.n, self.cin, self.k, self.parts = n, cin, kh, len(parts)
+        self.has_spatial = parts[0].attention.sizes[2] > 0
+        self.fc_weight = nn.Parameter(torch.cat([p.attention.fc_weight for p in parts]), requires_grad=False)
+        self.fc_bias = nn.Parameter(torch.cat([p.attention.fc_bias for p in parts]), requires_grad=False)
+        hidden = [int(p.attention.fc_weight.shape[0]) for p in parts]
+        blocks: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {"row": [], "kernel": [], "channel": [],
+                                                                            "spatial": []}
+        heads = [_head_rows(part.attention) for part in parts]
+        for index, (part, head) in enumerate(zip(parts, heads)):  # row gates (o, j): a_f[o], a_w[j]
+            weight, bias = head["filter"]
+            blocks["row"].append((index, weight.repeat_interleave(n, dim=0), bias.repeat_interleave(n)))
+            if n == 2:  # a_w[j] = sigmoid(l_j - l_(1-j))
+                weight, bias = head["kernel"]
+                diff_w, diff_b = weight - weight.flip(0), bias - bias.flip(0)
+                blocks["kernel"].append((index, diff_w.repeat(part.out_channels, 1), diff_b.repeat(part.out_channels)))
+        for index, head in enumerate(heads):
+            blocks["channel"].append((index, *head["channel"]))
+            if self.has_spatial:
+                blocks["spatial"].append((index, *head["spatial"]))
+        rows = [entry for name in ("row", "kernel", "channel", "spatial") for entry in blocks[name]]
+        self.split_sizes = [sum(int(b.shape[0]) for _, _, b in blocks[name]) for name in
+                            ("row", "kernel", "channel", "spatial")]
+        starts = [sum(hidden[:i]) for i in range(len(parts))]
+        head = torch.zeros(sum(self.split_sizes), sum(hidden))
+        bias = torch.zeros(sum(self.split_sizes))
+        row = 0
+        for index, weight, b in rows:
+            head[row:row + weight.shape[0], starts[index]:starts[index] + hidden[index]] = weight
+            bias[row:row + b.shape[0]] = b
+            row += int(b.shape[0])
+        self.head_weight = nn.Parameter(head, requires_grad=False)
+        self.head_bias = nn.Parameter(bias, requires_grad=False)
+        # candidate kernels (Cout, n, Cin k k), (Cout, Cin, k, k) for n = 1
+        kernels = torch.cat([p.weight for p in parts])
+        self.kernels = nn.Parameter(kernels if n == 2 else kernels.reshape(-1, cin, kh, kw), requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
+        self.out_channels = int(self.bias.shape[0])
+        self.register_buffer("row_part", torch.cat([torch.full((p.out_channels,), i) for i, p in enumerate(parts)]))
+
+    @staticmethod
+    def applies(parts: list[nn.Module]) -> bool:
+        """Whether :class:`MergedODConvKernels` can merge ``parts``: dense :class:`ComputedODConvBN` blocks with the
+        same input channels, kernel size and heads, a filter head and 1 or 2 candidate kernels."""
+        if not parts or not all(isinstance(p, ComputedODConvBN) and p.dense for p in parts):
+            return False
+        layouts = {(p.kernel_shape[1:], int(p.weight.shape[1]), tuple(s > 0 for s in p.attention.sizes))
+                   for p in parts}  # type: ignore[union-attr]
+        if len(layouts) != 1:
+            return False
+        _, n, (_, has_filter, _, has_kernel) = layouts.pop()
+        return has_filter and n in (1, 2) and has_kernel == (n == 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_batch1(x, "MergedODConvKernels")
+        pooled = x.mean(dim=(2, 3))  # (1, Cin)
+        hidden = F.relu(F.linear(pooled, self.fc_weight, self.fc_bias))
+        gates = torch.sigmoid(F.linear(hidden, self.head_weight, self.head_bias))
+        row, kernel, channel, spatial = torch.split(gates, self.split_sizes, dim=1)
+        if self.n == 2:  # sum_j a_f[o] a_w[j] W_j[o]: (Cout, 1, 2) @ (Cout, 2, Cin k k)
+            per_row = (row * kernel).reshape(self.out_channels, 1, 2)
+            mixed = torch.matmul(per_row, self.kernels).reshape(self.out_channels, self.cin, self.k, self.k)
+        else:
+            mixed = row.reshape(self.out_channels, 1, 1, 1) * self.kernels
+        gains = channel.reshape(self.parts, self.cin, 1, 1)  # a_c[i] a_s[t] of each part: (P, Cin, k, k)
+        if self.has_spatial:
+            gains = gains * spatial.reshape(self.parts, 1, self.k, self.k)
+        if self.parts > 1:
+            gains = gains[self.row_part]  # (Cout, Cin, k, k)
+        return mixed * gains, self.bias
+
+
+def _head_rows(attention: FoldedAttention) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The folded heads of an attention branch by name: (weight (rows, A), bias (rows,)), absent heads left out."""
+    out, start = {}, 0
+    for name, size in zip(("channel", "filter", "spatial", "kernel"), attention.sizes):
+        if size:
+            out[name] = (attention.head_weight[start:start + size].detach(),
+                         attention.head_bias[start:start + size].detach())
+            start += size
+    return out
+
+
 class _SharedInputConv(nn.Module):
     """Conv blocks reading the same input, with the same geometry, as one conv: their (static or computed)
-    kernels and biases concatenated along the output channels; each block's activation on its slice."""
+    kernels and biases concatenated along the output channels; each block's activation on its slice. Dense
+    ODConvs are computed together (:class:`MergedODConvKernels`) when they can be."""
 
     def __init__(self, parts: list[nn.Module]) -> None:
         super().__init__()
@@ -356,18 +470,29 @@ class _SharedInputConv(nn.Module):
         geometry = [(p.stride, p.padding, p.dilation, p.groups) for p in parts]
         if len(set(geometry)) != 1 or first.groups != 1:
             raise ValueError("FusedSSH: convs on one input with different geometry (or grouped) cannot be merged")
-        self.parts = nn.ModuleList(parts)
+        self.merged = MergedODConvKernels(parts) if MergedODConvKernels.applies(parts) else None
+        self.parts = None if self.merged is not None else nn.ModuleList(parts)
+        self.acts = nn.ModuleList(p.act for p in parts)
         self.sizes = [int(p.out_channels) for p in parts]
         self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
 
+    def kernel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (weight, bias) of the one conv for the sample ``x``."""
+        if self.merged is not None:
+            return self.merged(x)
+        kernels = [p.kernel(x) for p in self.parts]  # type: ignore[union-attr]
+        if len(kernels) == 1:
+            return kernels[0]
+        return torch.cat([w for w, _ in kernels]), torch.cat([b for _, b in kernels])
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        kernels = [p.kernel(x) for p in self.parts]
-        weight = torch.cat([w for w, _ in kernels]) if len(kernels) > 1 else kernels[0][0]
-        bias = torch.cat([b for _, b in kernels]) if len(kernels) > 1 else kernels[0][1]
+        weight, bias = self.kernel(x)
         y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        if len(self.sizes) == 1:
+            return [self.acts[0](y)]
         out, start = [], 0
-        for part, size in zip(self.parts, self.sizes):
-            out.append(part.act(y[:, start:start + size]))
+        for act, size in zip(self.acts, self.sizes):
+            out.append(act(y[:, start:start + size]))
             start += size
         return out
 
@@ -436,7 +561,7 @@ class FusedSSH(nn.Module):
             group = _SharedInputConv if mergeable else _Separate
             self.on_x = group([parts["conv3x3"], parts["conv5x5_reduce"]])
             self.on_r = group([parts["conv5x5"], parts["conv7x7_reduce"]])
-            self.conv7x7 = parts["conv7x7"]
+            self.on_c1 = group([parts["conv7x7"]])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deformable:
@@ -451,7 +576,7 @@ class FusedSSH(nn.Module):
         else:
             a, r = self.on_x(x)
             b, c1 = self.on_r(r)
-            c = self.conv7x7(c1)
+            (c,) = self.on_c1(c1)
         out = torch.cat([a, b, c], dim=1)
         if not self.relu_in_branches:
             out = torch.relu(out)

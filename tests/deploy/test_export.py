@@ -266,6 +266,10 @@ def test_onnx_fused_batch1_matches_eager_at_two_sizes(name, fused_models, tmp_pa
     # ODConvs become three Convs (the two on x and the two on r share one)
     dense = 15 if model.config.context_conv == "odconv" else 0
     assert len(computed) == odconvs - dense + dense * 3 // 5
+    # one attention branch (one sigmoid over all its gates, no softmax) per group of SSH ODConvs on one input
+    if dense:
+        ssh_sigmoids = [n for n in proto.graph.node if n.op_type == "Sigmoid" and n.name.startswith("/context")]
+        assert len(ssh_sigmoids) == 9 and "Softmax" not in ops
     meta = {p.key: p.value for p in proto.metadata_props}
     fused = json.loads(meta["featherface.fused"])
     assert fused["deformable"] == (15 if deformable else 0) and fused["kept"] == []

@@ -10,6 +10,7 @@ from featherface.deploy.rewrites import (
     ComputedODConvBN,
     ComputedODConvSite,
     FusedSSH,
+    MergedODConvKernels,
     fuse_for_export,
 )
 from featherface.models.registry import create_model
@@ -75,6 +76,39 @@ def test_computed_blocks_refuse_a_batch():
         ComputedODConvSite(perturbed(ODConvAttention(8)))(x_of((3, 8, 5, 5)))
 
 
+def odconv_bn(cin: int, cout: int, kernel_num: int, seed: int) -> ComputedODConvBN:
+    block = ODConvBN(cin, cout, 0.1, kernel_num=kernel_num, reduction=1 / 4, min_channel=4)
+    return ComputedODConvBN(perturbed(block, seed)).eval()
+
+
+@pytest.mark.parametrize("kernel_num", [1, 2])
+@pytest.mark.parametrize("couts", [(6,), (6, 3)])
+def test_merged_odconv_kernels_equal_the_parts_kernels(kernel_num, couts):
+    parts = [odconv_bn(8, cout, kernel_num, seed) for seed, cout in enumerate(couts)]
+    merged = MergedODConvKernels(parts).eval()
+    x = x_of((1, 8, 9, 6))
+    with torch.no_grad():
+        weight, bias = merged(x)
+        kernels = [p.kernel(x) for p in parts]
+    ref_weight = torch.cat([w for w, _ in kernels])
+    assert weight.shape == ref_weight.shape == (sum(couts), 8, 3, 3)
+    assert max_diff(weight, ref_weight) <= ATOL * float(ref_weight.abs().max())
+    assert torch.equal(bias, torch.cat([b for _, b in kernels]))
+    # the gates depend on the input: another sample, another kernel
+    with torch.no_grad():
+        assert max_diff(merged(x_of((1, 8, 9, 6), seed=5))[0], weight) > 1e-3
+
+
+def test_merged_odconv_kernels_refuse_what_they_cannot_merge():
+    assert not MergedODConvKernels.applies([odconv_bn(8, 6, 4, 0)])  # 4 candidate kernels: a real softmax
+    assert not MergedODConvKernels.applies([odconv_bn(8, 6, 2, 0), odconv_bn(4, 6, 2, 1)])  # other input width
+    assert not MergedODConvKernels.applies([odconv_bn(8, 6, 2, 0), odconv_bn(8, 6, 1, 1)])  # other kernel count
+    with pytest.raises(ValueError, match="1 or 2 candidate kernels"):
+        MergedODConvKernels([odconv_bn(8, 6, 4, 0)])
+    with pytest.raises(ValueError, match="batch of 1"):
+        MergedODConvKernels([odconv_bn(8, 6, 2, 0)])(x_of((2, 8, 5, 5)))
+
+
 @pytest.mark.parametrize("conv", ["deformable", "odconv", "plain"])
 def test_fused_ssh_equals_ssh(conv):
     kwargs = {"kernel_num": 2, "reduction": 1 / 4, "min_channel": 4} if conv == "odconv" else None
@@ -90,7 +124,9 @@ def test_fused_ssh_equals_ssh(conv):
         assert [m.weight.shape[0] for m in (fused.om_x, fused.om_r, fused.om_c)] == [54, 54, 27]
     else:
         # conv3x3 + conv5x5_reduce (on x) and conv5x5 + conv7x7_reduce (on r): one conv each
-        assert fused.on_x.sizes == [8, 4] and fused.on_r.sizes == [4, 4]
+        assert fused.on_x.sizes == [8, 4] and fused.on_r.sizes == [4, 4] and fused.on_c1.sizes == [4]
+        if conv == "odconv":  # each group's kernels computed together
+            assert all(g.merged is not None for g in (fused.on_x, fused.on_r, fused.on_c1))
 
 
 def test_fused_ssh_with_a_batch_keeps_the_odconvs_separate():
