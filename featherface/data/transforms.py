@@ -58,6 +58,7 @@ from featherface.inference.settings import MEAN_BGR as _MEAN_BGR
 __all__ = [
     "MEAN_BGR",
     "CROP_SCALES",
+    "MAX_CROP_SCALE",
     "INTERPOLATIONS",
     "Target",
     "target_from_labels",
@@ -75,6 +76,8 @@ __all__ = [
 MEAN_BGR: tuple[int, int, int] = tuple(int(v) for v in _MEAN_BGR)  # (104, 117, 123), the fill colour of a crop
 #: Crop side as a fraction of the short image side (RetinaFace ``PRE_SCALES``).
 CROP_SCALES: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
+MAX_CROP_SCALE = 3.0
+"""Largest crop side / short image side: above 1 the crop zooms out (see :func:`random_square_crop`)."""
 #: Interpolations drawn uniformly by :func:`resize` (RetinaFace ``_resize_subtract_mean``).
 INTERPOLATIONS: tuple[int, ...] = (
     cv2.INTER_LINEAR,
@@ -162,7 +165,10 @@ def random_square_crop(
     """RetinaFace's random square crop.
 
     Each try draws a scale ``s`` from `scales` and a top-left corner uniformly over every position where
-    a square of side ``int(s * min(W, H))`` fits. The try is accepted when (a) at least one face box lies
+    a square of side ``int(s * min(W, H))`` fits. A scale above 1 zooms out (not in RetinaFace; SCRFD, Guo et al.
+    2021, widens the crop range to 2.0 to train on more small faces): along a side shorter than the square, the
+    corner is drawn over the positions where the square covers the whole image side, and the part of the square
+    outside the image is filled with `MEAN_BGR`. The try is accepted when (a) at least one face box lies
     entirely inside the square, (b) at least one face has its box centre strictly inside it and (c) after
     the filter below at least one face remains. Kept faces: centre strictly inside; their boxes are
     clipped to the square, and their landmarks shifted and clamped to ``[0, side]`` (faces without
@@ -177,17 +183,18 @@ def random_square_crop(
         image: (H, W, 3) uint8 BGR.
         target: pixel coordinates of `image`.
         rng: the only source of randomness.
-        scales: crop side / short image side, each in (0, 1].
+        scales: crop side / short image side, each in (0, MAX_CROP_SCALE].
         max_tries: tries before giving up.
         min_face_px: see the filter above, in pixels at `output_size`.
         output_size: the side the crop will be resized to (only used by the filter).
 
     Returns:
-        (the crop, a view of `image`: (side, side, 3) uint8; the target in crop pixels).
+        (the crop: (side, side, 3) uint8, a view of `image` unless it zooms out; the target in crop pixels).
     """
     _check_image(image, "random_square_crop")
-    if not scales or any(not 0.0 < s <= 1.0 for s in scales):
-        raise ValueError(f"random_square_crop: scales must be non-empty, each in (0, 1], got {tuple(scales)}")
+    if not scales or any(not 0.0 < s <= MAX_CROP_SCALE for s in scales):
+        raise ValueError(f"random_square_crop: scales must be non-empty, each in (0, {MAX_CROP_SCALE}], "
+                         f"got {tuple(scales)}")
     if max_tries < 1:
         raise ValueError(f"random_square_crop: max_tries must be >= 1, got {max_tries}")
     height, width = image.shape[:2]
@@ -199,8 +206,8 @@ def random_square_crop(
             side = int(scales[int(rng.integers(len(scales)))] * short)
             if side < 1:
                 continue
-            left = int(rng.integers(width - side + 1))
-            top = int(rng.integers(height - side + 1))
+            left = _crop_corner(width, side, rng)
+            top = _crop_corner(height, side, rng)
             low = np.array([left, top], np.float32)
             high = low + side
             inside = np.all((boxes[:, :2] >= low) & (boxes[:, 2:] <= high), axis=1)
@@ -219,12 +226,33 @@ def random_square_crop(
             big = scaled.min(axis=1) > min_face_px
             if not big.any():
                 continue
-            crop = image[top:top + side, left:left + side]
-            return crop, Target(new_boxes, new_landmarks, kept.has_landmarks.copy()).select(big)
+            return _square(image, left, top, side), Target(new_boxes, new_landmarks, kept.has_landmarks.copy()).select(big)
     clipped = target.boxes.copy()
     np.clip(clipped[:, 0::2], 0.0, float(width), out=clipped[:, 0::2])
     np.clip(clipped[:, 1::2], 0.0, float(height), out=clipped[:, 1::2])
     return image, Target(clipped, target.landmarks.copy(), target.has_landmarks.copy())
+
+
+def _crop_corner(extent: int, side: int, rng: np.random.Generator) -> int:
+    """The crop's first pixel along an image side of `extent` pixels: uniform over the positions where the square
+    fits inside (``side <= extent``) or covers the whole side (negative offsets)."""
+    if side <= extent:
+        return int(rng.integers(extent - side + 1))
+    return extent - side + int(rng.integers(side - extent + 1))
+
+
+def _square(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+    """``image[top:top + side, left:left + side]``: a view when inside the image, else a copy filled with
+    `MEAN_BGR` where the square leaves it."""
+    height, width = image.shape[:2]
+    if left >= 0 and top >= 0 and left + side <= width and top + side <= height:
+        return image[top:top + side, left:left + side]
+    out = np.empty((side, side, 3), np.uint8)
+    out[:] = np.asarray(MEAN_BGR, np.uint8)
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + side, width), min(top + side, height)
+    out[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
+    return out
 
 
 def _affine_lut(alpha: float, beta: float) -> np.ndarray:

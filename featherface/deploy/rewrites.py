@@ -464,13 +464,13 @@ class _SharedInputConv(nn.Module):
     kernels and biases concatenated along the output channels; each block's activation on its slice. Dense
     ODConvs are computed together (:class:`MergedODConvKernels`) when they can be."""
 
-    def __init__(self, parts: list[nn.Module]) -> None:
+    def __init__(self, parts: list[nn.Module], merge_odconv: bool = True) -> None:
         super().__init__()
         first = parts[0]
         geometry = [(p.stride, p.padding, p.dilation, p.groups) for p in parts]
         if len(set(geometry)) != 1 or first.groups != 1:
             raise ValueError("FusedSSH: convs on one input with different geometry (or grouped) cannot be merged")
-        self.merged = MergedODConvKernels(parts) if MergedODConvKernels.applies(parts) else None
+        self.merged = MergedODConvKernels(parts) if merge_odconv and MergedODConvKernels.applies(parts) else None
         self.parts = None if self.merged is not None else nn.ModuleList(parts)
         self.acts = nn.ModuleList(p.act for p in parts)
         self.sizes = [int(p.out_channels) for p in parts]
@@ -525,6 +525,8 @@ class FusedSSH(nn.Module):
       (both on x) as one conv, likewise of ``conv5x5`` and ``conv7x7_reduce`` (both on r).
     * Plain convs, and at batch 1 ODConvs (:class:`ComputedODConvBN`): ``conv3x3`` and ``conv5x5_reduce`` as one
       conv with their kernels concatenated, likewise ``conv5x5`` and ``conv7x7_reduce``: three convs instead of five.
+      The ODConv kernels of each group are computed together (:class:`MergedODConvKernels`) unless
+      ``merge_odconv=False`` or the group cannot be merged.
     * ``relu(cat[a, b, c]) == cat[relu(a), relu(b), relu(c)]``: the ReLU moves into the three branch convs (where
       ONNX Runtime fuses it into the conv) instead of a pass over the concatenation.
     * ``shuffle=False`` leaves out the channel shuffle, for a caller that permutes the input channels of whatever
@@ -534,7 +536,7 @@ class FusedSSH(nn.Module):
     _NAMES = ("conv3x3", "conv5x5_reduce", "conv5x5", "conv7x7_reduce", "conv7x7")
     _LAST = ("conv3x3", "conv5x5", "conv7x7")  # the branch outputs: no activation of their own
 
-    def __init__(self, ssh: SSH, batch1: bool, shuffle: bool = True) -> None:
+    def __init__(self, ssh: SSH, batch1: bool, shuffle: bool = True, merge_odconv: bool = True) -> None:
         super().__init__()
         self.shuffle_groups = ssh.shuffle_groups if shuffle else 1
         blocks = {name: getattr(ssh, name) for name in self._NAMES}
@@ -558,7 +560,10 @@ class FusedSSH(nn.Module):
                 setattr(self, name, part)
         else:
             mergeable = all(hasattr(part, "kernel") for part in parts.values())
-            group = _SharedInputConv if mergeable else _Separate
+
+            def group(blocks: list[nn.Module]) -> nn.Module:
+                return _SharedInputConv(blocks, merge_odconv) if mergeable else _Separate(blocks)
+
             self.on_x = group([parts["conv3x3"], parts["conv5x5_reduce"]])
             self.on_r = group([parts["conv5x5"], parts["conv7x7_reduce"]])
             self.on_c1 = group([parts["conv7x7"]])
@@ -608,12 +613,15 @@ def _context_level(model: nn.Module, name: str) -> int | None:
     return int(index) if prefix == "context" and index.isdigit() else None
 
 
-def fuse_for_export(model: nn.Module, *, batch1: bool = True) -> tuple[nn.Module, FusionReport]:
+def fuse_for_export(model: nn.Module, *, batch1: bool = True,
+                    merge_odconv: bool = True) -> tuple[nn.Module, FusionReport]:
     """A copy of ``model`` (eval mode, no gradients) with the exact deployment rewrites of this module.
 
     Args:
         model: a FeatherFace model (any module; the blocks it does not hold are left alone).
         batch1: also rewrite the ODConv blocks into computed-kernel convs, valid for a batch of one only.
+        merge_odconv: compute the kernels of the SSH ODConvs on one input together (:class:`MergedODConvKernels`);
+            False keeps one attention branch per conv (the earlier export, for benchmarks).
 
     Returns:
         ``(fused model, report)``; the caller's model is not touched.
@@ -628,7 +636,7 @@ def fuse_for_export(model: nn.Module, *, batch1: bool = True) -> tuple[nn.Module
             level = _context_level(fused, name)
             fold = level is not None and module.shuffle_groups > 1 and _fold_shuffle_into_heads(
                 fused, level, module.channels, module.shuffle_groups)
-            replacement = FusedSSH(module, batch1, shuffle=not fold)
+            replacement = FusedSSH(module, batch1, shuffle=not fold, merge_odconv=merge_odconv)
             report.ssh.append(name)
             for child, block in ((c, getattr(module, c)) for c in FusedSSH._NAMES):
                 if isinstance(block, DeformConvBN):

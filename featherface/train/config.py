@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from featherface.data.transforms import MAX_CROP_SCALE
 from featherface.errors import ConfigError
 
 __all__ = ["FEATURE_MODULES", "RESUME_TOLERATED_KEYS", "TrainConfig"]
@@ -70,7 +71,8 @@ class TrainConfig:
             ``<data.root>/widerface/train``. Relative to the parameter file's folder.
         image_size: side S of the square training crops (640).
         crop_scales: crop side as a fraction of the short image side, one drawn per try (RetinaFace's
-            0.3 / 0.45 / 0.6 / 0.8 / 1.0); larger values keep faces nearer the scale they have in the original image.
+            0.3 / 0.45 / 0.6 / 0.8 / 1.0); larger values keep faces nearer the scale they have in the original image,
+            and values above 1 (up to 3) zoom out, padding with the mean colour, to train on smaller faces.
         max_train_images: use only the first N images of the label file (0 = all of them).
         min_face_px: drop faces smaller than this (pixels of the original image) when the labels are read.
         num_workers: data-loader processes (0 loads in the training process).
@@ -212,8 +214,8 @@ class TrainConfig:
         _require(self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
         _require(0 < self.match_iou <= 1, "match_iou", f"must be in (0, 1], got {self.match_iou}")
-        _require(len(self.crop_scales) > 0 and all(0 < c <= 1 for c in self.crop_scales), "crop_scales",
-                 f"give one or more fractions in (0, 1], got {list(self.crop_scales)}")
+        _require(len(self.crop_scales) > 0 and all(0 < c <= MAX_CROP_SCALE for c in self.crop_scales), "crop_scales",
+                 f"give one or more fractions in (0, {MAX_CROP_SCALE}], got {list(self.crop_scales)}")
         _require(self.init != "checkpoint" or bool(self.init_weights.strip()), "init_weights",
                  "init: checkpoint needs init_weights (a checkpoint path, or builtin)")
         _require(0 <= self.distill_score_threshold < 1, "distill_score_threshold",

@@ -188,6 +188,41 @@ def test_crop_hand_computed_window() -> None:
         assert np.all(out.landmarks == -1) and not out.has_landmarks.any()
 
 
+@pytest.mark.parametrize("scale", [1.2, 1.6, 2.0])
+def test_crop_zooming_out_places_the_image_in_a_mean_filled_square(scale) -> None:
+    image, target = make_scene()
+    side = int(scale * HEIGHT)  # larger than the height; larger than the width too from 1.6
+    for seed in range(10):
+        crop, out = random_square_crop(image, target, np.random.default_rng(seed), scales=(scale,))
+        assert crop.shape == (side, side, 3)
+        # where the image lies in the square: the one offset at which the scene's pixels reappear
+        filled = ~colour_mask(crop, np.array(MEAN_BGR))
+        x0, y0, x1, y1 = mask_extent(filled).astype(int)
+        top = -y0
+        assert y1 - y0 == HEIGHT  # the square covers the whole height
+        if side >= WIDTH:
+            left = -x0
+            assert x1 - x0 == WIDTH
+        else:  # narrower than the image: the window is found by its content
+            left = next(x for x in range(WIDTH - side + 1) if np.array_equal(crop[y0:y1, :], image[:, x:x + side]))
+        np.testing.assert_array_equal(crop[y0:y1, max(0, -left):max(0, -left) + min(WIDTH, side)],
+                                      image[:, max(0, left):max(0, left) + min(WIDTH, side)])
+        centres = (target.boxes[:, :2] + target.boxes[:, 2:]) / 2
+        low = np.array([left, top], np.float32)
+        keep = np.all((centres > low) & (centres < low + side), axis=1)
+        np.testing.assert_array_equal(out.boxes, np.clip(target.boxes[keep], np.tile(low, 2),
+                                                         np.tile(low + side, 2)) - np.tile(low, 2))
+        assert [identify(crop, box, 0) for box in out.boxes] == np.nonzero(keep)[0].tolist()
+
+
+def test_crop_scales_up_to_one_draw_as_before() -> None:
+    """Zoom-out support leaves the draws of in-image crops unchanged: a crop of scale <= 1 is a view."""
+    image, target = make_scene()
+    for seed in range(5):
+        crop, _ = random_square_crop(image, target, np.random.default_rng(seed), scales=(0.6, 1.0))
+        assert np.shares_memory(crop, image)
+
+
 def test_crop_failure_returns_the_image_and_padding_makes_it_square() -> None:
     # One face wider than the short side can never lie entirely inside a square crop.
     image = np.full((40, 100, 3), 7, np.uint8)
@@ -218,7 +253,7 @@ def test_crop_min_face_filter_at_training_scale() -> None:
 def test_crop_rejects_bad_arguments() -> None:
     image, target = make_scene()
     with pytest.raises(ValueError, match="scales"):
-        random_square_crop(image, target, np.random.default_rng(0), scales=(1.5,))
+        random_square_crop(image, target, np.random.default_rng(0), scales=(3.5,))
     with pytest.raises(ValueError, match=r"HxWx3 uint8.*float32"):
         random_square_crop(image.astype(np.float32), target, np.random.default_rng(0))
 
