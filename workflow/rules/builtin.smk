@@ -5,7 +5,9 @@
 # Phase 1 reads params-builtin.yaml (the PARAMS_FILE); each later phase continues from the one before with its own
 # parameter file (BUILTIN_PHASES): phase 1b (params-builtin-mimic2.yaml: the SSH again, on crops near the original
 # scale, with the ground truth), phase 2 (params-builtin-finetune.yaml: the whole model, one epoch), phase 3
-# (params-builtin-long.yaml: seven more epochs) and phase 4 (params-builtin-long2.yaml: seven more).
+# (params-builtin-long.yaml: seven more epochs), phases 4 and 5 (params-builtin-long2.yaml, -long3.yaml: seven more
+# each), and two twins of six more epochs from phase 5: phase 6 (params-builtin-long4.yaml, the same crops) and
+# "zoom" (params-builtin-zoom.yaml, crops that also zoom out).
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -16,6 +18,8 @@ BUILTIN_PHASES = {
     "long": ("params-builtin-long.yaml", "finetune"),
     "long2": ("params-builtin-long2.yaml", "long"),
     "long3": ("params-builtin-long3.yaml", "long2"),
+    "long4": ("params-builtin-long4.yaml", "long3"),
+    "zoom": ("params-builtin-zoom.yaml", "long3"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
