@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featherface.eval.ground_truth import load_ground_truth  # noqa: E402
+from featherface.eval.ground_truth import WiderGroundTruth, load_ground_truth  # noqa: E402
 from featherface.eval.prediction_files import read_prediction_folder  # noqa: E402
 from featherface.eval.widerface import _pairwise_best_match  # noqa: E402
 
 HEIGHT_BINS = (0, 8, 12, 16, 24, 32, 64, 10**9)
 
 
-def recall_by_height(gt_dir: str, pred_dir: str, setting: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(found, total) faces of ``setting`` per bin of :data:`HEIGHT_BINS` (face height in pixels)."""
-    gt = load_ground_truth(gt_dir)
-    preds = read_prediction_folder(pred_dir)
+def recall_by_height(gt: WiderGroundTruth, preds: Mapping[str, np.ndarray], setting: str,
+                     threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(found, total) faces of ``setting`` per bin of :data:`HEIGHT_BINS` (face height in pixels), over the images
+    that have predictions (``preds``: image key -> (N, 5) ``x, y, w, h, score``)."""
     images = [i for i, image in enumerate(gt.images) if image.key in preds and gt.offsets[i + 1] > gt.offsets[i]]
     boxes, offsets, listed, dets, owner = [], [0], [], [], []
     for position, i in enumerate(images):
@@ -37,35 +38,38 @@ def recall_by_height(gt_dir: str, pred_dir: str, setting: str, threshold: float)
         boxes.append(gt.boxes[start:stop])
         listed.append(gt.listed_mask[setting][start:stop])
         offsets.append(offsets[-1] + stop - start)
-        d = preds[gt.images[i].key]
+        d = np.asarray(preds[gt.images[i].key], np.float64).reshape(-1, 5)
         d = d[d[:, 4] >= threshold]
         dets.append(d[:, :4])
-        owner.append(np.full(len(d), position))
+        owner.append(np.full(len(d), position, np.int64))
+    size = len(HEIGHT_BINS) - 1
+    if not images:
+        return np.zeros(size), np.zeros(size)
     faces = np.concatenate(boxes).astype(np.float64)
-    match = _pairwise_best_match(np.concatenate(dets).astype(np.float64), np.concatenate(owner).astype(np.int64),
-                                 faces, np.asarray(offsets, np.int64), 0.5, 2_000_000)
+    match = _pairwise_best_match(np.concatenate(dets), np.concatenate(owner), faces, np.asarray(offsets, np.int64),
+                                 0.5, 2_000_000)
     found = np.zeros(len(faces), bool)
     found[match[match >= 0]] = True
     mask = np.concatenate(listed)
     bins = np.digitize(faces[mask, 3], HEIGHT_BINS) - 1
-    size = len(HEIGHT_BINS) - 1
     return np.bincount(bins, found[mask], size), np.bincount(bins, minlength=size).astype(float)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("predictions", nargs="+", help="NAME=FOLDER of WIDER prediction files")
     parser.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_<setting>_val.mat")
     parser.add_argument("--setting", default="hard", choices=("easy", "medium", "hard"))
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    gt = load_ground_truth(args.gt)
     labels = [f"{lo}-{hi}" if hi < 10**9 else f">={lo}" for lo, hi in zip(HEIGHT_BINS[:-1], HEIGHT_BINS[1:])]
     totals = None
     rows = []
     for spec in args.predictions:
         name, _, folder = spec.partition("=")
         for threshold in args.thresholds:
-            found, total = recall_by_height(args.gt, folder, args.setting, threshold)
+            found, total = recall_by_height(gt, read_prediction_folder(folder), args.setting, threshold)
             totals = total
             rows.append(f"| {name} | {threshold:g} | " + " | ".join(
                 f"{f / t:.3f}" if t else "-" for f, t in zip(found, total)) + " |")
