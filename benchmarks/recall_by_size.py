@@ -64,12 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     gt = load_ground_truth(args.gt)
     labels = [f"{lo}-{hi}" if hi < 10**9 else f">={lo}" for lo, hi in zip(HEIGHT_BINS[:-1], HEIGHT_BINS[1:])]
-    totals = None
+    totals: np.ndarray | None = None
     rows = []
     for spec in args.predictions:
         name, _, folder = spec.partition("=")
         for threshold in args.thresholds:
             found, total = recall_by_height(gt, read_prediction_folder(folder), args.setting, threshold)
+            if totals is not None and not np.array_equal(total, totals):
+                parser.error(f"{name}: predictions for other images than the first detector's; compare detectors "
+                             "run on the same images")
             totals = total
             rows.append(f"| {name} | {threshold:g} | " + " | ".join(
                 f"{f / t:.3f}" if t else "-" for f, t in zip(found, total)) + " |")

@@ -4,7 +4,7 @@ The recipe (DESIGN.md section 4) is the one of RetinaFace (Deng et al., CVPR 202
 biubug6/Pytorch_Retinaface ``data/data_augment.py``, which FeatherFace trains with unchanged:
 
 1. :func:`random_square_crop`: a square of side ``int(s * min(W, H))``, ``s`` drawn from
-   ``(0.3, 0.45, 0.6, 0.8, 1.0)``, at a random position; accepted when at least one face lies entirely
+   ``(0.3, 0.45, 0.6, 0.8, 1.0)``, at a random position inside the image; accepted when at least one face lies entirely
    inside it and at least one face has its centre strictly inside it; faces whose centre is inside are
    kept, their boxes clipped to the square, their landmarks shifted and clamped to it. Up to 250 tries;
    when all fail the image comes back unchanged (and is padded to a square in step 3, as RetinaFace does).
@@ -37,7 +37,10 @@ Deliberate differences from biubug6 (all documented where they occur):
   fact ``0`` (``min(w + 1, h + 1) / side * 640 > 0`` always holds), so it drops nothing; here that
   threshold is the ``min_face_px`` argument, default 0 (same behaviour, no face dropped);
 - when the crop fails, boxes are clipped to the image (biubug6 leaves them as labelled; WIDER train boxes
-  lie inside their images, so this changes nothing on the real data).
+  lie inside their images, so this changes nothing on the real data);
+- scales above 1 zoom out (not in biubug6): the square is larger than the short side and covers the whole
+  image along any side shorter than itself; the part outside the image is filled with the mean colour before
+  the photometric distortion, which therefore jitters the fill too. Scales up to 1 draw exactly as before.
 
 The randomness comes only from the ``numpy.random.Generator`` passed in, so a sample is a deterministic
 function of (image, target, generator state).
@@ -165,16 +168,18 @@ def random_square_crop(
     """RetinaFace's random square crop.
 
     Each try draws a scale ``s`` from `scales` and a top-left corner uniformly over every position where
-    a square of side ``int(s * min(W, H))`` fits. A scale above 1 zooms out (not in RetinaFace; SCRFD, Guo et al.
-    2021, widens the crop range to 2.0 to train on more small faces): along a side shorter than the square, the
-    corner is drawn over the positions where the square covers the whole image side, and the part of the square
-    outside the image is filled with `MEAN_BGR`. The try is accepted when (a) at least one face box lies
+    a square of side ``int(s * min(W, H))`` fits. The try is accepted when (a) at least one face box lies
     entirely inside the square, (b) at least one face has its box centre strictly inside it and (c) after
     the filter below at least one face remains. Kept faces: centre strictly inside; their boxes are
     clipped to the square, and their landmarks shifted and clamped to ``[0, side]`` (faces without
     landmarks keep ``-1``). Filter: a kept face whose clipped box, scaled to `output_size`, has
     ``min(w + 1, h + 1) <= min_face_px`` (biubug6's ``+1`` convention) is dropped; biubug6's threshold is
     0, which drops nothing.
+
+    A scale above 1 zooms out (not in RetinaFace; SCRFD, Guo et al. 2021, widens the crop range to 2.0 to
+    train on more small faces): along an image side shorter than the square, the corner is drawn over the
+    positions where the square covers that whole side; the part of the square outside the image is filled
+    with `MEAN_BGR`, and boxes are clipped to the image as well as to the square.
 
     When no try succeeds (or there are no faces), the image comes back unchanged, as in RetinaFace; its
     boxes are clipped to the image. :func:`pad_to_square` then makes it square.
@@ -217,8 +222,11 @@ def random_square_crop(
             if not keep.any():
                 continue
             kept = target.select(keep)
+            visible_low = np.maximum(low, 0.0)  # the square, or the image where the square leaves it (zoom-out)
+            visible_high = np.minimum(high, np.array([width, height], np.float32))
             new_boxes = np.concatenate(
-                (np.maximum(kept.boxes[:, :2], low) - low, np.minimum(kept.boxes[:, 2:], high) - low), axis=1
+                (np.maximum(kept.boxes[:, :2], visible_low) - low, np.minimum(kept.boxes[:, 2:], visible_high) - low),
+                axis=1,
             ).astype(np.float32)
             new_landmarks = np.clip(kept.landmarks - low, 0.0, float(side)).astype(np.float32)
             new_landmarks[~kept.has_landmarks] = NO_LANDMARK
@@ -226,7 +234,8 @@ def random_square_crop(
             big = scaled.min(axis=1) > min_face_px
             if not big.any():
                 continue
-            return _square(image, left, top, side), Target(new_boxes, new_landmarks, kept.has_landmarks.copy()).select(big)
+            crop = _square(image, left, top, side)
+            return crop, Target(new_boxes, new_landmarks, kept.has_landmarks.copy()).select(big)
     clipped = target.boxes.copy()
     np.clip(clipped[:, 0::2], 0.0, float(width), out=clipped[:, 0::2])
     np.clip(clipped[:, 1::2], 0.0, float(height), out=clipped[:, 1::2])

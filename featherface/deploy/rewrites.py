@@ -397,12 +397,13 @@ class MergedODConvKernels(nn.Module):
             blocks["channel"].append((index, *head["channel"]))
             if self.has_spatial:
                 blocks["spatial"].append((index, *head["spatial"]))
-        rows = [entry for name in ("row", "kernel", "channel", "spatial") for entry in blocks[name]]
-        self.split_sizes = [sum(int(b.shape[0]) for _, _, b in blocks[name]) for name in
-                            ("row", "kernel", "channel", "spatial")]
+        self.gate_names = [name for name in ("row", "kernel", "channel", "spatial") if blocks[name]]
+        rows = [entry for name in self.gate_names for entry in blocks[name]]
+        self.split_sizes = [sum(int(b.shape[0]) for _, _, b in blocks[name]) for name in self.gate_names]
         starts = [sum(hidden[:i]) for i in range(len(parts))]
-        head = torch.zeros(sum(self.split_sizes), sum(hidden))
-        bias = torch.zeros(sum(self.split_sizes))
+        dtype = parts[0].attention.head_weight.dtype
+        head = torch.zeros(sum(self.split_sizes), sum(hidden), dtype=dtype)
+        bias = torch.zeros(sum(self.split_sizes), dtype=dtype)
         row = 0
         for index, weight, b in rows:
             head[row:row + weight.shape[0], starts[index]:starts[index] + hidden[index]] = weight
@@ -435,15 +436,16 @@ class MergedODConvKernels(nn.Module):
         pooled = x.mean(dim=(2, 3))  # (1, Cin)
         hidden = F.relu(F.linear(pooled, self.fc_weight, self.fc_bias))
         gates = torch.sigmoid(F.linear(hidden, self.head_weight, self.head_bias))
-        row, kernel, channel, spatial = torch.split(gates, self.split_sizes, dim=1)
+        named = dict(zip(self.gate_names, torch.split(gates, self.split_sizes, dim=1)))
+        row, channel = named["row"], named["channel"]
         if self.n == 2:  # sum_j a_f[o] a_w[j] W_j[o]: (Cout, 1, 2) @ (Cout, 2, Cin k k)
-            per_row = (row * kernel).reshape(self.out_channels, 1, 2)
+            per_row = (row * named["kernel"]).reshape(self.out_channels, 1, 2)
             mixed = torch.matmul(per_row, self.kernels).reshape(self.out_channels, self.cin, self.k, self.k)
         else:
             mixed = row.reshape(self.out_channels, 1, 1, 1) * self.kernels
         gains = channel.reshape(self.parts, self.cin, 1, 1)  # a_c[i] a_s[t] of each part: (P, Cin, k, k)
         if self.has_spatial:
-            gains = gains * spatial.reshape(self.parts, 1, self.k, self.k)
+            gains = gains * named["spatial"].reshape(self.parts, 1, self.k, self.k)
         if self.parts > 1:
             gains = gains[self.row_part]  # (Cout, Cin, k, k)
         return mixed * gains, self.bias

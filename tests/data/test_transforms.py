@@ -216,11 +216,30 @@ def test_crop_zooming_out_places_the_image_in_a_mean_filled_square(scale) -> Non
 
 
 def test_crop_scales_up_to_one_draw_as_before() -> None:
-    """Zoom-out support leaves the draws of in-image crops unchanged: a crop of scale <= 1 is a view."""
-    image, target = make_scene()
-    for seed in range(5):
-        crop, _ = random_square_crop(image, target, np.random.default_rng(seed), scales=(0.6, 1.0))
-        assert np.shares_memory(crop, image)
+    """Zoom-out support leaves in-image crops as they were: the same draws from the generator, the same window
+    (a replica of the sampler before it, for one face), and a view of the image."""
+    image = np.zeros((90, 130, 3), np.uint8)
+    face = np.array([[50, 30, 62, 44]], np.float32)
+    target = Target(face, np.full((1, 5, 2), -1, np.float32), np.zeros(1, bool))
+    scales = (0.45, 0.6, 1.0)
+    for seed in range(20):
+        replica = np.random.default_rng(seed)
+        while True:  # the sampler before zoom-out: side, then left in [0, W - side], then top in [0, H - side]
+            side = int(scales[int(replica.integers(len(scales)))] * 90)
+            left, top = int(replica.integers(130 - side + 1)), int(replica.integers(90 - side + 1))
+            if left <= 50 and top <= 30 and 62 <= left + side and 44 <= top + side:
+                break
+        crop, out = random_square_crop(image, target, np.random.default_rng(seed), scales=scales)
+        assert np.shares_memory(crop, image) and crop.shape[0] == side
+        assert crop_offset_of_view(image, crop) == (left, top)
+        np.testing.assert_array_equal(out.boxes, face - [left, top, left, top])
+
+
+def crop_offset_of_view(image: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
+    """(left, top) of a crop that is a view of `image`, from the two arrays' memory addresses."""
+    offset = crop.__array_interface__["data"][0] - image.__array_interface__["data"][0]
+    row, rest = divmod(offset, image.strides[0])
+    return rest // image.strides[1], row
 
 
 def test_crop_failure_returns_the_image_and_padding_makes_it_square() -> None:

@@ -109,11 +109,19 @@ def test_merged_odconv_kernels_refuse_what_they_cannot_merge():
         MergedODConvKernels([odconv_bn(8, 6, 2, 0)])(x_of((2, 8, 5, 5)))
 
 
-@pytest.mark.parametrize("conv", ["deformable", "odconv", "plain"])
-def test_fused_ssh_equals_ssh(conv):
-    kwargs = {"kernel_num": 2, "reduction": 1 / 4, "min_channel": 4} if conv == "odconv" else None
+def test_merged_odconv_kernels_keep_the_dtype():
+    parts = [odconv_bn(8, 6, 2, 0).double(), odconv_bn(8, 3, 2, 1).double()]
+    weight, bias = MergedODConvKernels(parts)(x_of((1, 8, 5, 5)).double())
+    assert weight.dtype == bias.dtype == torch.float64
+    assert max_diff(weight, torch.cat([p.kernel(x_of((1, 8, 5, 5)).double())[0] for p in parts])) < 1e-12
+
+
+@pytest.mark.parametrize("conv, kernel_num, merge", [("deformable", 0, True), ("odconv", 2, True),
+                                                     ("odconv", 1, True), ("odconv", 2, False), ("plain", 0, True)])
+def test_fused_ssh_equals_ssh(conv, kernel_num, merge):
+    kwargs = {"kernel_num": kernel_num, "reduction": 1 / 4, "min_channel": 4} if conv == "odconv" else None
     ssh = perturbed(SSH(16, conv=conv, conv_kwargs=kwargs))
-    fused = FusedSSH(ssh, batch1=True).eval()
+    fused = FusedSSH(ssh, batch1=True, merge_odconv=merge).eval()
     x = x_of((1, 16, 10, 13))
     with torch.no_grad():
         ref, got = ssh(x), fused(x)
@@ -125,8 +133,8 @@ def test_fused_ssh_equals_ssh(conv):
     else:
         # conv3x3 + conv5x5_reduce (on x) and conv5x5 + conv7x7_reduce (on r): one conv each
         assert fused.on_x.sizes == [8, 4] and fused.on_r.sizes == [4, 4] and fused.on_c1.sizes == [4]
-        if conv == "odconv":  # each group's kernels computed together
-            assert all(g.merged is not None for g in (fused.on_x, fused.on_r, fused.on_c1))
+        if conv == "odconv":  # each group's kernels computed together, unless asked not to
+            assert all((g.merged is not None) == merge for g in (fused.on_x, fused.on_r, fused.on_c1))
 
 
 def test_fused_ssh_with_a_batch_keeps_the_odconvs_separate():
