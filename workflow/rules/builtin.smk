@@ -8,7 +8,8 @@
 # (params-builtin-long.yaml: seven more epochs), phases 4 and 5 (params-builtin-long2.yaml, -long3.yaml: seven more
 # each), and two twins of six more epochs from phase 5: phase 6 (params-builtin-long4.yaml, the same crops) and
 # "zoom" (params-builtin-zoom.yaml, crops that also zoom out); phase 7, "zoom2" (params-builtin-zoom2.yaml), the
-# zoom-out crops for six more epochs from phase 6.
+# zoom-out crops for six more epochs from phase 6; "zoom3" (params-builtin-zoom3.yaml), five more from "zoom" with the
+# crops moved further out.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -22,6 +23,7 @@ BUILTIN_PHASES = {
     "long4": ("params-builtin-long4.yaml", "long3"),
     "zoom": ("params-builtin-zoom.yaml", "long3"),
     "zoom2": ("params-builtin-zoom2.yaml", "long4"),
+    "zoom3": ("params-builtin-zoom3.yaml", "zoom"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
