@@ -3,26 +3,19 @@ counts), the pan/zoom geometry against hand-computed sampling positions, and the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_video.py"
+from tests.benchmark_scripts import BENCHMARKS, load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_video", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("bench_video")
 
 
 def test_smoke_run_json(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,7 +44,7 @@ def test_smoke_run_json(bench: ModuleType, tmp_path: Path, capsys: pytest.Captur
     # the built-in weights when the package has them, else a random featherface_odconv
     assert {r["model"] for r in rows} <= {"builtin", "featherface_odconv"} and len({r["model"] for r in rows}) == 1
     assert printed.startswith("| model | backend | threads |") and printed.count(f"| {rows[0]['model']} |") == 4
-    assert not list(SCRIPT.parent.glob("test_video*")), "the test video must not land in the repository"
+    assert not list(BENCHMARKS.glob("test_video*")), "the test video must not land in the repository"
 
 
 def test_pan_zoom_samples_the_expected_columns(bench: ModuleType) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -12,17 +9,12 @@ import pytest
 
 from featherface.eval.ground_truth import GroundTruthImage, WiderGroundTruth
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recall_by_size.py"
+from tests.benchmark_scripts import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("recall_by_size", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("recall_by_size")
 
 
 def test_recall_by_height_by_hand(script: ModuleType) -> None:
