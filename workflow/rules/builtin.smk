@@ -1,4 +1,4 @@
-# The built-in detector (issue 11): featherface_odconv_ssh taught by the fork's V1, in two training phases, each
+# The built-in detector (issue 11): featherface_odconv_ssh taught by the fork's V1, in a chain of training phases, each
 # predicted and scored on the val images, with the student's starting point (step 0: V1's weights transferred,
 # deformable offsets dropped) scored too, so the README shows where accuracy is lost and regained. Run with
 #   FEATHERFACE_PARAMS=params-builtin.yaml snakemake --cores 1 builtin
@@ -9,7 +9,7 @@
 # each), and two twins of six more epochs from phase 5: phase 6 (params-builtin-long4.yaml, the same crops) and
 # "zoom" (params-builtin-zoom.yaml, crops that also zoom out); phase 7, "zoom2" (params-builtin-zoom2.yaml), the
 # zoom-out crops for six more epochs from phase 6; "zoom3" (params-builtin-zoom3.yaml), five more from "zoom" with the
-# crops moved further out.
+# crops moved further out (the built-in weights of session 6); "zoom4" (params-builtin-zoom4.yaml), six more from it.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -24,6 +24,7 @@ BUILTIN_PHASES = {
     "zoom": ("params-builtin-zoom.yaml", "long3"),
     "zoom2": ("params-builtin-zoom2.yaml", "long4"),
     "zoom3": ("params-builtin-zoom3.yaml", "zoom"),
+    "zoom4": ("params-builtin-zoom4.yaml", "zoom3"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
