@@ -37,18 +37,18 @@ from featherface.deploy.export import export_onnx  # noqa: E402
 from featherface.deploy.rewrites import fuse_for_export  # noqa: E402
 from featherface.deploy.timing import time_interleaved  # noqa: E402
 from featherface.inference.peers import retinaface_weights  # noqa: E402
+from featherface.inference.sessions import load_session  # noqa: E402
 from featherface.models.loading import build_model_from_checkpoint  # noqa: E402
 from featherface.weights import builtin_weights  # noqa: E402
 
 
-def session(model: bytes | str, optimized_path: str | None = None) -> ort.InferenceSession:
-    """A one-thread CPU session (all graph optimisations; the optimised graph written to ``optimized_path``)."""
+def optimized_node_count(model: bytes, path: Path) -> int:
+    """Nodes of ``model`` after ONNX Runtime's graph optimisation (all levels, CPU), written to ``path``."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    if optimized_path:
-        options.optimized_model_filepath = optimized_path
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return len(onnx.load(str(path)).graph.node)
 
 
 def frozen_kernels(path: Path, x: np.ndarray) -> bytes:
@@ -59,7 +59,7 @@ def frozen_kernels(path: Path, x: np.ndarray) -> bytes:
     probe = onnx.load(str(path))
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(n.input[1], onnx.TensorProto.FLOAT, None)
                               for n in convs)
-    values = session(probe.SerializeToString()).run([n.input[1] for n in convs], {"input": x})
+    values = load_session(probe.SerializeToString(), threads=1).run([n.input[1] for n in convs], {"input": x})
     for node, value in zip(convs, values):
         name = node.input[1] + "_frozen"
         proto.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
@@ -93,14 +93,10 @@ def main() -> None:
             path = export_onnx(fused, Path(tmp) / f"{name}.onnx", fuse=False)
             files[name] = path.read_bytes()
         files["frozen_kernels"] = frozen_kernels(Path(tmp) / "merged.onnx", x)
-        nodes = {}
-        for name, data in files.items():
-            optimized = str(Path(tmp) / f"{name}.opt.onnx")
-            session(data, optimized)
-            nodes[name] = len(onnx.load(optimized).graph.node)
+        nodes = {name: optimized_node_count(data, Path(tmp) / f"{name}.opt.onnx") for name, data in files.items()}
     runners = {}
     for name, data in files.items():
-        s = session(data)
+        s = load_session(data, threads=1, what=name)
         feed = {s.get_inputs()[0].name: x}
         runners[name] = (lambda s=s, feed=feed: s.run(None, feed))
     times = time_interleaved(runners, args.rounds, args.warmup)

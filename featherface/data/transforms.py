@@ -250,14 +250,14 @@ def _crop_corner(extent: int, side: int, rng: np.random.Generator) -> int:
     return extent - side + int(rng.integers(side - extent + 1))
 
 
-def _square(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+def _square(image: np.ndarray, left: int, top: int, side: int, fill: Sequence[int] = MEAN_BGR) -> np.ndarray:
     """``image[top:top + side, left:left + side]``: a view when inside the image, else a copy filled with
-    `MEAN_BGR` where the square leaves it."""
+    colour `fill` where the square leaves it."""
     height, width = image.shape[:2]
     if left >= 0 and top >= 0 and left + side <= width and top + side <= height:
         return image[top:top + side, left:left + side]
     out = np.empty((side, side, 3), np.uint8)
-    out[:] = np.asarray(MEAN_BGR, np.uint8)
+    out[:] = np.asarray(fill, np.uint8)
     x0, y0 = max(left, 0), max(top, 0)
     x1, y1 = min(left + side, width), min(top + side, height)
     out[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
@@ -335,11 +335,7 @@ def pad_to_square(image: np.ndarray, fill: Sequence[int] = MEAN_BGR) -> np.ndarr
     height, width = image.shape[:2]
     if height == width:
         return image
-    side = max(height, width)
-    out = np.empty((side, side, 3), np.uint8)
-    out[:] = np.asarray(fill, np.uint8)
-    out[:height, :width] = image
-    return out
+    return _square(image, 0, 0, max(height, width), fill)
 
 
 def horizontal_flip(

@@ -35,7 +35,7 @@ keep their batch-independent im2col formulation.
 The rewritten modules run in eager PyTorch as well (deformable convs by :func:`deform_conv2d_by_sampling`), so
 a rewritten model can be compared with the original one directly (``tests/deploy/test_rewrites.py``).
 
-Why one module of about 640 lines: it has one job, the exact rewrite that :func:`fuse_for_export` applies, and its
+Why one module of about 660 lines: it has one job, the exact rewrite that :func:`fuse_for_export` applies, and its
 parts are not used apart (the SSH rewrite composes the ODConv and deformable ones, and the heads' permutation
 undoes the SSH's shuffle); kept together so that each folding can be read next to the algebra above.
 """
@@ -134,6 +134,15 @@ class FoldedAttention(nn.Module):
         self.head_weight = nn.Parameter(torch.cat([h.weight.detach().flatten(1) for h in used]) / t,
                                         requires_grad=False)
         self.head_bias = nn.Parameter(torch.cat([h.bias.detach() for h in used]) / t, requires_grad=False)
+
+    def head_rows(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The folded heads by name: (weight (rows, A), bias (rows,)), the skipped heads left out."""
+        out, start = {}, 0
+        for name, size in zip(("channel", "filter", "spatial", "kernel"), self.sizes):
+            if size:
+                out[name] = (self.head_weight[start:start + size].detach(), self.head_bias[start:start + size].detach())
+                start += size
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
                                                 torch.Tensor | None]:
@@ -385,7 +394,7 @@ class MergedODConvKernels(nn.Module):
         hidden = [int(p.attention.fc_weight.shape[0]) for p in parts]
         blocks: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {"row": [], "kernel": [], "channel": [],
                                                                             "spatial": []}
-        heads = [_head_rows(part.attention) for part in parts]
+        heads = [part.attention.head_rows() for part in parts]
         for index, (part, head) in enumerate(zip(parts, heads)):  # row gates (o, j): a_f[o], a_w[j]
             weight, bias = head["filter"]
             blocks["row"].append((index, weight.repeat_interleave(n, dim=0), bias.repeat_interleave(n)))
@@ -449,17 +458,6 @@ class MergedODConvKernels(nn.Module):
         if self.parts > 1:
             gains = gains[self.row_part]  # (Cout, Cin, k, k)
         return mixed * gains, self.bias
-
-
-def _head_rows(attention: FoldedAttention) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The folded heads of an attention branch by name: (weight (rows, A), bias (rows,)), absent heads left out."""
-    out, start = {}, 0
-    for name, size in zip(("channel", "filter", "spatial", "kernel"), attention.sizes):
-        if size:
-            out[name] = (attention.head_weight[start:start + size].detach(),
-                         attention.head_bias[start:start + size].detach())
-            start += size
-    return out
 
 
 class _SharedInputConv(nn.Module):
