@@ -19,6 +19,10 @@ mathematically equal ones (float rounding aside, about 1e-6 relative), built for
 * **SSH output** (:class:`FusedSSH`): the ReLU after the concatenation moves into the three branch convs
   (``relu(cat) == cat(relu)``; ONNX Runtime fuses a ReLU into a ``Conv``), and in a whole FeatherFace the channel
   shuffle is left out and the detection heads' 1x1 convs read the unshuffled channels through permuted weights.
+* **Detection heads** (:class:`MergedHeads`): the box, class and landmark 1x1 convs of a level become one conv
+  whose outputs are ordered per anchor (4 box, 2 class, 10 landmark values), so one transpose and one reshape per
+  level, one concatenation and one split give the three outputs (three convs instead of nine; at batch 1 the
+  reshapes have constant shapes, so ONNX Runtime reads no tensor shape to build them).
 * **Residual depthwise ODConv sites** (:class:`ComputedODConvSite`, ``y = x + scale * ODConv_dw(x)``) at batch
   1: the per-sample depthwise kernel, with ``scale`` folded into the candidate kernels and the residual folded
   into the kernel as a 1 at its centre tap, applied with one depthwise ``Conv``.
@@ -66,6 +70,7 @@ __all__ = [
     "FusedDeformConvBN",
     "FusedSSH",
     "FusionReport",
+    "MergedHeads",
     "MergedODConvKernels",
     "StaticConvBN",
     "fuse_for_export",
@@ -79,6 +84,7 @@ class FusionReport:
     """What :func:`fuse_for_export` rewrote: module paths per kind of rewrite, and what it left as it was."""
 
     ssh: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
     deformable: list[str] = field(default_factory=list)
     odconv_dense: list[str] = field(default_factory=list)
     odconv_sites: list[str] = field(default_factory=list)
@@ -86,7 +92,7 @@ class FusionReport:
 
     def to_dict(self) -> dict[str, int | list[str]]:
         """Counts per rewrite, and the paths of the blocks kept as they were (JSON-ready)."""
-        return {"ssh": len(self.ssh), "deformable": len(self.deformable), "odconv_dense": len(self.odconv_dense),
+        return {"ssh": len(self.ssh), "heads": len(self.heads), "deformable": len(self.deformable), "odconv_dense": len(self.odconv_dense),
                 "odconv_sites": len(self.odconv_sites), "kept": list(self.kept)}
 
 
@@ -374,8 +380,8 @@ class MergedODConvKernels(nn.Module):
       the rows of their part.
 
     The graph is about 15 ONNX operators per group instead of about 25 per conv, with no softmax: 414 instead
-    of 579 nodes after ONNX Runtime's optimisation for ``featherface_odconv_ssh``, about 1-2% of its latency
-    (``benchmarks/bench_odconv_export.py``).
+    of 579 nodes after ONNX Runtime's optimisation for ``featherface_odconv_ssh`` (358 once :class:`MergedHeads`
+    came), about 1-2% of its latency (``benchmarks/bench_odconv_export.py``).
 
     Forward: ``(1, Cin, H, W)`` -> ``(weight (sum Cout, Cin, k, k), bias (sum Cout,))``.
     """
@@ -607,6 +613,56 @@ def _fold_shuffle_into_heads(model: nn.Module, level: int, channels: int, groups
     return True
 
 
+class MergedHeads(nn.Module):
+    """:class:`~featherface.models.heads.DetectionHeads` with the three convs of each level as one.
+
+    Level ``l``'s conv has ``A * 16`` outputs, anchor-major: for anchor ``a`` the rows ``16 a .. 16 a + 15`` are its
+    4 box, 2 class and 10 landmark rows (box row ``4 a + j`` of the box conv becomes row ``16 a + j``, and so on),
+    so that ``(B, 16 A, H, W) -> (B, H W A, 16)`` is one transpose and one reshape, and the levels' priors, once
+    concatenated, split into the three outputs along the last axis.
+
+    Args:
+        heads: the heads to merge (not modified).
+        batch: the batch size the graph is for (its reshapes then have constant shapes), or None for any.
+
+    Shapes:
+        list of (B, C, H_l, W_l) -> (loc (B, P, 4), logits (B, P, 2), landmarks (B, P, 10)), as the original.
+    """
+
+    SIZES = (4, 2, 10)  # box, class, landmark values per anchor
+
+    def __init__(self, heads: DetectionHeads, batch: int | None = None) -> None:
+        super().__init__()
+        self.batch = batch
+        a, k = heads.num_anchors, sum(self.SIZES)
+        self.levels = nn.ModuleList()
+        for box, cls, landmark in zip(heads.box, heads.cls, heads.landmark):
+            conv = nn.Conv2d(box.in_channels, a * k, 1)
+            weight = torch.empty_like(conv.weight)
+            bias = torch.empty_like(conv.bias)
+            start = 0
+            for source, size in zip((box, cls, landmark), self.SIZES):
+                for anchor in range(a):
+                    rows = slice(anchor * size, (anchor + 1) * size)
+                    weight[anchor * k + start:anchor * k + start + size] = source.weight.detach()[rows]
+                    bias[anchor * k + start:anchor * k + start + size] = source.bias.detach()[rows]
+                start += size
+            conv.weight = nn.Parameter(weight, requires_grad=False)
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+            self.levels.append(conv)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if len(features) != len(self.levels):
+            raise ValueError(f"MergedHeads built for {len(self.levels)} levels got {len(features)} feature maps")
+        k = sum(self.SIZES)
+        flat = []
+        for conv, f in zip(self.levels, features):
+            batch = f.shape[0] if self.batch is None else self.batch
+            flat.append(conv(f).permute(0, 2, 3, 1).reshape(batch, -1, k))
+        loc, logits, landmarks = torch.split(torch.cat(flat, dim=1), list(self.SIZES), dim=2)
+        return loc, logits, landmarks
+
+
 # ---------------------------------------------------------------------------------------------- driver
 def _context_level(model: nn.Module, name: str) -> int | None:
     """The level of the SSH at ``name`` when it is ``model.context[level]`` (a FeatherFace), else None."""
@@ -654,6 +710,9 @@ def fuse_for_export(model: nn.Module, *, batch1: bool = True,
             parent_name, _, attr = name.rpartition(".")
             parent = fused.get_submodule(parent_name) if parent_name else fused
             setattr(parent, attr, replacement)
+    if isinstance(getattr(fused, "heads", None), DetectionHeads):  # after the shuffle folding, which edits them
+        fused.heads = MergedHeads(fused.heads, batch=1 if batch1 else None)
+        report.heads.append("heads")
     for p in fused.parameters():
         p.requires_grad_(False)
     logger.debug("fuse_for_export: %s", report.to_dict())

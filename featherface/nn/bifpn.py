@@ -67,10 +67,9 @@ def tf_same_max_pool2d(x: torch.Tensor) -> torch.Tensor:
     """3x3 / stride 2 max pool with TensorFlow "same" padding, padded with zeros.
 
     TensorFlow pads ``(ceil(n / 2) - 1) * 2 + 3 - n`` per axis, the smaller half on the top / left:
-    (0, 1) for an even n, (1, 1) for an odd n, so the output has ``ceil(n / 2)`` rows / columns.
-    Written as "pad one zero on each side, then drop the first row / column when n is even", so
-    the padding follows the input size also in a traced / ONNX graph with dynamic H, W (the
-    parity is computed from the shape, not baked in as a constant).
+    (0, 1) for an even n, (1, 1) for an odd n, i.e. ``(n % 2, 1)``, so the output has ``ceil(n / 2)``
+    rows / columns. The parity is computed from the shape, so the padding follows the input size also
+    in a traced / ONNX graph with dynamic H, W (one ``Pad`` whose amounts are computed, not a constant).
 
     Args:
         x: (B, C, H, W).
@@ -79,9 +78,7 @@ def tf_same_max_pool2d(x: torch.Tensor) -> torch.Tensor:
         (B, C, ceil(H / 2), ceil(W / 2)).
     """
     h, w = x.shape[-2], x.shape[-1]
-    x = F.pad(x, [1, 1, 1, 1])
-    x = x[:, :, (h + 1) % 2 :, (w + 1) % 2 :]
-    return F.max_pool2d(x, 3, 2)
+    return F.max_pool2d(F.pad(x, [w % 2, 1, h % 2, 1]), 3, 2)
 
 
 def resize_nearest(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

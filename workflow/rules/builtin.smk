@@ -9,7 +9,9 @@
 # each), and two twins of six more epochs from phase 5: phase 6 (params-builtin-long4.yaml, the same crops) and
 # "zoom" (params-builtin-zoom.yaml, crops that also zoom out); phase 7, "zoom2" (params-builtin-zoom2.yaml), the
 # zoom-out crops for six more epochs from phase 6; "zoom3" (params-builtin-zoom3.yaml), five more from "zoom" with the
-# crops moved further out (the built-in weights of session 6); "zoom4" (params-builtin-zoom4.yaml), six more from it.
+# crops moved further out (the built-in weights of session 6); "zoom4" (params-builtin-zoom4.yaml), six more from it;
+# "kd" and "kd6" (params-builtin-kd.yaml, -kd6.yaml), zoom4's recipe with the teacher's classification term weighted
+# x3 and x6 (its box term x2).
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -25,6 +27,8 @@ BUILTIN_PHASES = {
     "zoom2": ("params-builtin-zoom2.yaml", "long4"),
     "zoom3": ("params-builtin-zoom3.yaml", "zoom"),
     "zoom4": ("params-builtin-zoom4.yaml", "zoom3"),
+    "kd": ("params-builtin-kd.yaml", "zoom3"),
+    "kd6": ("params-builtin-kd6.yaml", "zoom3"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
