@@ -20,7 +20,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from featherface.eval.ground_truth import WiderGroundTruth, load_ground_truth  # noqa: E402
 from featherface.eval.prediction_files import read_prediction_folder  # noqa: E402
+from recall_by_size import bin_labels, detector_comparison_parser  # noqa: E402
 
 OUTCOMES = ("found", "ignored", "duplicate", "poor box", "background")
 FALSE_POSITIVES = ("duplicate", "poor box", "background")
@@ -94,14 +95,9 @@ def count_outcomes(gt: WiderGroundTruth, preds: Mapping[str, np.ndarray], settin
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("predictions", nargs="+", help="NAME=FOLDER of WIDER prediction files")
-    parser.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_<setting>_val.mat")
-    parser.add_argument("--setting", default="hard", choices=("easy", "medium", "hard"))
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.7])
-    args = parser.parse_args(argv)
+    args = detector_comparison_parser(__doc__.splitlines()[0], [0.5, 0.7]).parse_args(argv)
     gt = load_ground_truth(args.gt)
-    heights = [f"{lo}-{hi}" if hi < 10**9 else f">={lo}" for lo, hi in zip(HEIGHT_BINS[:-1], HEIGHT_BINS[1:])]
+    heights = bin_labels(HEIGHT_BINS)
     print(f"Detections of the {args.setting} setting by outcome (false positives also by detection height, px)")
     print("| detector | score >= | " + " | ".join(OUTCOMES) + " | precision | "
           + " | ".join(f"FP {h}" for h in heights) + " |")

@@ -55,15 +55,26 @@ def recall_by_height(gt: WiderGroundTruth, preds: Mapping[str, np.ndarray], sett
     return np.bincount(bins, found[mask], size), np.bincount(bins, minlength=size).astype(float)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def detector_comparison_parser(description: str, thresholds: list[float]) -> argparse.ArgumentParser:
+    """The command line of the scripts that compare detectors' prediction folders on one WIDER setting."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("predictions", nargs="+", help="NAME=FOLDER of WIDER prediction files")
     parser.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_<setting>_val.mat")
     parser.add_argument("--setting", default="hard", choices=("easy", "medium", "hard"))
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=thresholds)
+    return parser
+
+
+def bin_labels(bins: tuple[int, ...]) -> list[str]:
+    """Column labels of consecutive bins: ``lo-hi``, the last (open) one ``>=lo``."""
+    return [f"{lo}-{hi}" if hi < 10**9 else f">={lo}" for lo, hi in zip(bins[:-1], bins[1:])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = detector_comparison_parser(__doc__.splitlines()[0], [0.3, 0.5])
     args = parser.parse_args(argv)
     gt = load_ground_truth(args.gt)
-    labels = [f"{lo}-{hi}" if hi < 10**9 else f">={lo}" for lo, hi in zip(HEIGHT_BINS[:-1], HEIGHT_BINS[1:])]
+    labels = bin_labels(HEIGHT_BINS)
     totals: np.ndarray | None = None
     rows = []
     for spec in args.predictions:

@@ -175,7 +175,7 @@ def quantize_static_onnx(
         exclude_op_types: op types kept in float (their nodes are passed as ``nodes_to_exclude``), in addition
             to :data:`FLOAT_ONLY_OP_TYPES`.
         exclude_nodes: ``fnmatch`` patterns of node names kept in float as well, e.g. ``("/heads/*",)`` for
-            the prediction heads (names as in the exported graph, e.g. ``/heads/cls.0/Conv``).
+            the prediction heads (names as in the exported graph, e.g. ``/heads/levels.0/Conv``).
         activations: activation type, ``"int8"`` (S8S8, onnxruntime's recommended default) or ``"uint8"``
             (U8S8, the type of onnxruntime's x86 integer GEMM kernels).
 

@@ -11,7 +11,8 @@
 # zoom-out crops for six more epochs from phase 6; "zoom3" (params-builtin-zoom3.yaml), five more from "zoom" with the
 # crops moved further out (the built-in weights of session 6); "zoom4" (params-builtin-zoom4.yaml), six more from it;
 # "kd" and "kd6" (params-builtin-kd.yaml, -kd6.yaml), zoom4's recipe with the teacher's classification term weighted
-# x3 and x6 (its box term x2).
+# x3 and x6 (its box term x2); "kd2" (params-builtin-kd2.yaml), six more from "kd" at x6; "kdbox"
+# (params-builtin-kdbox.yaml), six more from "kd" with the teacher's box term x5 on more priors.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -29,6 +30,8 @@ BUILTIN_PHASES = {
     "zoom4": ("params-builtin-zoom4.yaml", "zoom3"),
     "kd": ("params-builtin-kd.yaml", "zoom3"),
     "kd6": ("params-builtin-kd6.yaml", "zoom3"),
+    "kd2": ("params-builtin-kd2.yaml", "kd"),
+    "kdbox": ("params-builtin-kdbox.yaml", "kd"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
