@@ -12,7 +12,8 @@
 # crops moved further out (the built-in weights of session 6); "zoom4" (params-builtin-zoom4.yaml), six more from it;
 # "kd" and "kd6" (params-builtin-kd.yaml, -kd6.yaml), zoom4's recipe with the teacher's classification term weighted
 # x3 and x6 (its box term x2); "kd2" (params-builtin-kd2.yaml), six more from "kd" at x6; "kdbox"
-# (params-builtin-kdbox.yaml), six more from "kd" with the teacher's box term x5 on more priors.
+# (params-builtin-kdbox.yaml), six more from "kd" with the teacher's box term x5 on more priors; "kd3"
+# (params-builtin-kd3.yaml), six more from "kd2" (the built-in weights of session 7) at x6.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -32,6 +33,7 @@ BUILTIN_PHASES = {
     "kd6": ("params-builtin-kd6.yaml", "zoom3"),
     "kd2": ("params-builtin-kd2.yaml", "kd"),
     "kdbox": ("params-builtin-kdbox.yaml", "kd"),
+    "kd3": ("params-builtin-kd3.yaml", "kd2"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
