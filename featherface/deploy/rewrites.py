@@ -92,8 +92,8 @@ class FusionReport:
 
     def to_dict(self) -> dict[str, int | list[str]]:
         """Counts per rewrite, and the paths of the blocks kept as they were (JSON-ready)."""
-        return {"ssh": len(self.ssh), "heads": len(self.heads), "deformable": len(self.deformable), "odconv_dense": len(self.odconv_dense),
-                "odconv_sites": len(self.odconv_sites), "kept": list(self.kept)}
+        return {"ssh": len(self.ssh), "heads": len(self.heads), "deformable": len(self.deformable),
+                "odconv_dense": len(self.odconv_dense), "odconv_sites": len(self.odconv_sites), "kept": list(self.kept)}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -640,13 +640,14 @@ class MergedHeads(nn.Module):
             conv = nn.Conv2d(box.in_channels, a * k, 1)
             weight = torch.empty_like(conv.weight)
             bias = torch.empty_like(conv.bias)
-            start = 0
+            offset = 0  # where this head's values start among an anchor's k
             for source, size in zip((box, cls, landmark), self.SIZES):
                 for anchor in range(a):
-                    rows = slice(anchor * size, (anchor + 1) * size)
-                    weight[anchor * k + start:anchor * k + start + size] = source.weight.detach()[rows]
-                    bias[anchor * k + start:anchor * k + start + size] = source.bias.detach()[rows]
-                start += size
+                    merged = slice(anchor * k + offset, anchor * k + offset + size)
+                    own = slice(anchor * size, (anchor + 1) * size)
+                    weight[merged] = source.weight.detach()[own]
+                    bias[merged] = source.bias.detach()[own]
+                offset += size
             conv.weight = nn.Parameter(weight, requires_grad=False)
             conv.bias = nn.Parameter(bias, requires_grad=False)
             self.levels.append(conv)
