@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from featherface.eval.ground_truth import WiderGroundTruth, load_ground_truth  # noqa: E402
 from featherface.eval.prediction_files import read_prediction_folder  # noqa: E402
+from featherface.eval.widerface import _pairwise_best_match  # noqa: E402
 from recall_by_size import bin_labels, detector_comparison_parser  # noqa: E402
 
 OUTCOMES = ("found", "ignored", "duplicate", "poor box", "background")
@@ -39,30 +40,22 @@ HEIGHT_BINS = (0, 16, 32, 10**9)
 POOR_BOX_IOU = 0.3
 
 
-def best_overlaps(dets: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For (D, 4) detections and (F, 4) faces, both ``x, y, w, h`` (px): each detection's highest IoU and the index
-    of its first face of that IoU, both (D,). IoU with the reference's "+1 pixel" widths; 0 and -1 when F is 0."""
-    if len(faces) == 0:
-        return np.zeros(len(dets)), np.full(len(dets), -1, np.int64)
-    d1, f1 = dets[:, None, :2], faces[None, :, :2]
-    d2, f2 = d1 + dets[:, None, 2:4], f1 + faces[None, :, 2:4]
-    size = np.clip(np.minimum(d2, f2) - np.maximum(d1, f1) + 1, 0, None)
-    inter = size[..., 0] * size[..., 1]
-    area_d = (dets[:, 2] + 1) * (dets[:, 3] + 1)
-    area_f = (faces[:, 2] + 1) * (faces[:, 3] + 1)
-    iou = inter / (area_d[:, None] + area_f[None, :] - inter)
-    best = iou.argmax(axis=1)
-    return iou[np.arange(len(dets)), best], best
-
-
 def classify_image(dets: np.ndarray, faces: np.ndarray, listed: np.ndarray) -> list[str]:
     """The outcome (one of :data:`OUTCOMES`) of each of the (D, >=4) detections of one image, in their order, given
-    its (F, 4) faces and the (F,) bool mask of the faces the setting lists."""
-    iou, best = best_overlaps(dets[:, :4], faces)
+    its (F, 4) faces and the (F,) bool mask of the faces the setting lists. The matching (best-IoU face, the
+    reference's "+1 pixel" IoU) is the evaluation's own."""
+    if len(faces) == 0:
+        return ["background"] * len(dets)
+    boxes, image, offsets = dets[:, :4].astype(np.float64), np.zeros(len(dets), np.int64), np.array([0, len(faces)])
+
+    def best_face(iou: float) -> np.ndarray:
+        return _pairwise_best_match(boxes, image, faces.astype(np.float64), offsets, iou, 2_000_000)
+
+    matched, near = best_face(0.5), best_face(POOR_BOX_IOU)
     found = np.zeros(len(faces), bool)
     outcomes = []
-    for overlap, face in zip(iou, best):
-        if overlap >= 0.5:
+    for face, near_face in zip(matched, near):
+        if face >= 0:
             if not listed[face]:
                 outcomes.append("ignored")
             elif found[face]:
@@ -71,7 +64,7 @@ def classify_image(dets: np.ndarray, faces: np.ndarray, listed: np.ndarray) -> l
                 found[face] = True
                 outcomes.append("found")
         else:
-            outcomes.append("poor box" if overlap >= POOR_BOX_IOU else "background")
+            outcomes.append("poor box" if near_face >= 0 else "background")
     return outcomes
 
 

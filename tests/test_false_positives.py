@@ -17,17 +17,6 @@ def script() -> ModuleType:
     return load_benchmark_script("false_positives")
 
 
-def test_best_overlaps_by_hand(script: ModuleType) -> None:
-    faces = np.array([[0, 0, 9, 9], [100, 100, 19, 19]], np.float64)  # 10x10 and 20x20 px ("+1" widths)
-    dets = np.array([[5, 0, 9, 9], [100, 100, 19, 19], [300, 300, 9, 9]], np.float64)
-    iou, best = script.best_overlaps(dets, faces)
-    # det 0 vs face 0: overlap 5 x 10 = 50, union 100 + 100 - 50 = 150
-    np.testing.assert_allclose(iou, [50 / 150, 1.0, 0.0])
-    assert best.tolist()[:2] == [0, 1]
-    iou, best = script.best_overlaps(dets, np.zeros((0, 4)))
-    assert iou.tolist() == [0, 0, 0] and best.tolist() == [-1, -1, -1]
-
-
 def test_classify_image_by_hand(script: ModuleType) -> None:
     faces = np.array([[0, 0, 9, 9], [100, 100, 19, 19], [200, 0, 9, 9]], np.float64)
     listed = np.array([True, True, False])
@@ -39,6 +28,11 @@ def test_classify_image_by_hand(script: ModuleType) -> None:
                      [400, 400, 9, 9, 0.5]])   # nothing near: background
     assert script.classify_image(dets, faces, listed) == ["found", "duplicate", "ignored", "found", "poor box",
                                                           "background"]
+    # det 0 vs face 0 at IoU 1/3: overlap 5 x 10 = 50, union 100 + 100 - 50 = 150 (the "+1" widths)
+    poor = np.array([[5, 0, 9, 9, 0.9]])
+    assert script.classify_image(poor, faces[:1], listed[:1]) == ["poor box"]
+    assert script.classify_image(poor, np.array([[0, 0, 9, 14]], np.float64), listed[:1]) == ["background"]  # 50 / 200
+    assert script.classify_image(dets, np.zeros((0, 4)), np.zeros(0, bool)) == ["background"] * 6
 
 
 def test_count_outcomes_by_threshold_and_height(script: ModuleType) -> None:
