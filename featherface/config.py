@@ -119,6 +119,8 @@ class PredictConfig:
         long_side: 0 runs at the original image size (the protocol); N resizes the longer side to N pixels.
         score_threshold, pre_nms_top_k, nms_iou: as in :class:`~featherface.inference.settings.DetectorSettings`.
         keep_top_k: detections kept per image (``DetectorSettings.max_detections``).
+        box_voting: each NMS survivor's box and landmarks become the score-weighted mean of its own and those of the
+            boxes it suppressed (``DetectorSettings.box_voting``); false in the protocol.
         batch_size: images per forward pass.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
     """
@@ -130,12 +132,13 @@ class PredictConfig:
     pre_nms_top_k: int = WIDER_PROTOCOL.pre_nms_top_k
     nms_iou: float = WIDER_PROTOCOL.nms_iou
     keep_top_k: int = WIDER_PROTOCOL.max_detections
+    box_voting: bool = WIDER_PROTOCOL.box_voting
     batch_size: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     #: The fields that decide which detections a detector returns (the evaluation protocol), as opposed to which
     #: detector runs (model, weights) and how fast (batch_size, device).
-    PROTOCOL_KEYS = ("long_side", "score_threshold", "pre_nms_top_k", "nms_iou", "keep_top_k")
+    PROTOCOL_KEYS = ("long_side", "score_threshold", "pre_nms_top_k", "nms_iou", "keep_top_k", "box_voting")
     #: The :class:`DetectorSettings` field of each key whose name differs.
     _SETTING_NAMES = {"keep_top_k": "max_detections"}
 
@@ -149,6 +152,7 @@ class PredictConfig:
         return DetectorSettings(
             score_threshold=self.score_threshold, nms_iou=self.nms_iou, pre_nms_top_k=self.pre_nms_top_k,
             max_detections=self.keep_top_k, long_side=self.long_side or None, batch_size=self.batch_size,
+            box_voting=self.box_voting,
         )
 
     def __post_init__(self) -> None:

@@ -17,7 +17,7 @@ from featherface.data.pack import pack_train_folders
 from featherface.eval.predict import UnreadableImageError, predict_folder
 from featherface.eval.widerface import UnknownImagesError
 from featherface.inference.detect import run_detect
-from featherface.inference.detector import WIDER_PROTOCOL, DetectorSettings, FaceDetector
+from featherface.inference.detector import WIDER_PROTOCOL, FaceDetector
 from featherface.inference.images import list_images
 from featherface.inference.onnx import WIDER_SETTINGS
 from featherface.inference.peers import peer_detector
@@ -65,15 +65,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
     if args.bypass_attention and (args.predictions or args.peer):
         raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
+    if args.box_voting and args.predictions:
+        raise ValueError("--box-voting applies when a detector runs (--images); a prediction folder is scored as it is")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
         if not args.images or not (args.weights or args.peer):
             raise ValueError("give either --predictions DIR, or --model/--weights or --peer with --images DIR")
         if args.peer:
-            detector = peer_detector(args.peer, args.weights, settings=WIDER_SETTINGS)
+            detector = peer_detector(args.peer, args.weights,
+                                     settings=WIDER_SETTINGS.updated(box_voting=args.box_voting))
         else:
-            settings = DetectorSettings(**{**WIDER_PROTOCOL.__dict__, "batch_size": 1})
+            settings = WIDER_PROTOCOL.updated(batch_size=1, box_voting=args.box_voting)
             detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
             if args.bypass_attention:
                 _bypass_attention(detector, args, out_dir)
@@ -128,7 +131,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = dict(device=args.device, score_threshold=args.threshold, nms_iou=args.nms_iou, long_side=args.long_side)
+    options = dict(device=args.device, score_threshold=args.threshold, nms_iou=args.nms_iou, long_side=args.long_side,
+                   box_voting=args.box_voting)
     if args.weights:
         detector = FaceDetector.from_pretrained(args.model, args.weights, **options)
     elif args.model:

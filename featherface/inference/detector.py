@@ -178,7 +178,7 @@ class FaceDetector:
                     loc, face_scores(logits), landmarks, priors, (height, width),
                     score_threshold=s.score_threshold, pre_nms_top_k=s.pre_nms_top_k, nms_iou=s.nms_iou,
                     keep_top_k=s.max_detections, scales=[prepared[i][1] for i in chunk],
-                    variances=self.anchors.variances, nms_offset=s.nms_offset,
+                    variances=self.anchors.variances, nms_offset=s.nms_offset, box_voting=s.box_voting,
                 )
                 for i, det in zip(chunk, dets):
                     results[i] = det.to("cpu")

@@ -10,7 +10,7 @@ both give the same detections (same set, same order, boxes within float rounding
 - candidates ``score > threshold`` by decreasing score, stable, top-k (:func:`select_candidates`);
 - greedy NMS with the reference "+1" pixel convention and the float32 comparison of ``torchvision.ops.nms``
   (:func:`nms`), then the first ``max_detections`` survivors (:func:`postprocess_decoded`,
-  :func:`detect_from_outputs`).
+  :func:`detect_from_outputs`), and optionally box voting (:func:`suppression_owner`, :func:`vote`).
 
 Differences that remain are those of the two math libraries (``exp`` may differ in the last bit), far below
 1e-3 px. Used by :mod:`featherface.inference.onnx` and :mod:`featherface.inference.peers`; imports no torch.
@@ -38,6 +38,8 @@ __all__ = [
     "face_scores",
     "select_candidates",
     "nms",
+    "suppression_owner",
+    "vote",
     "postprocess_decoded",
     "detect_from_outputs",
 ]
@@ -247,6 +249,57 @@ def nms(
     return order[np.asarray(keep, dtype=np.int64)]
 
 
+def _pairwise_iou(a: np.ndarray, b: np.ndarray, offset: float) -> np.ndarray:
+    """``(K, 4)`` x ``(N, 4)`` xyxy -> ``(K, N)`` IoU in the boxes' dtype, widths ``x2 - x1 + offset``."""
+    dtype = a.dtype.type
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + dtype(offset)
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + dtype(offset)
+    inter = np.maximum(dtype(0), w) * np.maximum(dtype(0), h)
+    area_a = (a[:, 2] - a[:, 0] + dtype(offset)) * (a[:, 3] - a[:, 1] + dtype(offset))
+    area_b = (b[:, 2] - b[:, 0] + dtype(offset)) * (b[:, 3] - b[:, 1] + dtype(offset))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def suppression_owner(
+    boxes: np.ndarray, scores: np.ndarray, keep: np.ndarray, iou_threshold: float, offset: float = 0.0
+) -> np.ndarray:
+    """For each box, the position in ``keep`` of the :func:`nms` survivor that suppressed it (a survivor owns
+    itself; ``-1``: none, for boxes after a keep-k cut): the first survivor visited before the box whose IoU
+    with it is greater than ``iou_threshold``. The twin of :func:`featherface.ops.boxes.suppression_owner`.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy; scores: ``(N,)``; keep: ``(K,)`` survivors in visiting order; iou_threshold,
+            offset: as for :func:`nms`.
+
+    Returns:
+        ``(N,)`` int64.
+    """
+    n = boxes.shape[0]
+    dtype = boxes.dtype if boxes.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    work = boxes.astype(dtype, copy=False)
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(n)
+    suppresses = (_pairwise_iou(work[keep], work, offset) > dtype.type(iou_threshold)) & (
+        rank[keep][:, None] < rank[None, :]
+    )
+    owner = np.where(suppresses.any(axis=0), suppresses.argmax(axis=0), -1)
+    owner[keep] = np.arange(keep.size)
+    return owner.astype(np.int64)
+
+
+def vote(values: np.ndarray, scores: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """Box voting: ``(K, D)`` score-weighted means of ``(N, D)`` ``values`` over the boxes each survivor owns
+    (:func:`suppression_owner`), in the dtype of ``values``. The twin of :func:`featherface.ops.boxes.vote`."""
+    owned = owner >= 0
+    weights = scores[owned].astype(values.dtype)
+    total = np.zeros((count, values.shape[1]), values.dtype)
+    np.add.at(total, owner[owned], values[owned] * weights[:, None])
+    norm = np.zeros(count, values.dtype)
+    np.add.at(norm, owner[owned], weights)
+    return total / norm[:, None]
+
+
 def postprocess_decoded(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -258,14 +311,21 @@ def postprocess_decoded(
     Args:
         boxes: ``(K, 4)`` xyxy px; scores: ``(K,)``; landmarks: ``(K, 10)`` or ``(K, 5, 2)`` px; in candidate
             order (by decreasing score).
-        settings: ``nms_iou``, ``nms_offset`` and ``max_detections`` are used.
+        settings: ``nms_iou``, ``nms_offset``, ``max_detections`` and ``box_voting`` are used.
     """
     keep = nms(boxes, scores, settings.nms_iou, offset=settings.nms_offset, limit=settings.max_detections)
     keep = keep[: settings.max_detections]
+    points = landmarks.reshape(len(boxes), 10)
+    if settings.box_voting and keep.size:
+        owner = suppression_owner(boxes, scores, keep, settings.nms_iou, offset=settings.nms_offset)
+        merged = vote(np.concatenate((boxes, points), axis=1), scores, owner, keep.size)
+        kept_boxes, kept_points = merged[:, :4], merged[:, 4:]
+    else:
+        kept_boxes, kept_points = boxes[keep], points[keep]
     return RuntimeDetections(
-        np.ascontiguousarray(boxes[keep], dtype=np.float32),
+        np.ascontiguousarray(kept_boxes, dtype=np.float32),
         np.ascontiguousarray(scores[keep], dtype=np.float32),
-        np.ascontiguousarray(landmarks[keep].reshape(-1, 5, 2), dtype=np.float32),
+        np.ascontiguousarray(kept_points.reshape(-1, 5, 2), dtype=np.float32),
     )
 
 

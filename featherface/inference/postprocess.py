@@ -18,7 +18,10 @@ DESIGN.md section 3: score > 0.02, top 5000, NMS IoU 0.4, keep 750):
    by ``scale / resize`` before NMS; with the "+1" IoU below, NMS is not scale invariant, so the order matters);
 3. greedy NMS, suppressing IoU > ``nms_iou`` with the reference's "+1" pixel convention (``nms_offset=1``,
    see :func:`featherface.ops.boxes.nms`; plain continuous IoU keeps a different set on real images);
-4. the first ``keep_top_k`` survivors.
+4. the first ``keep_top_k`` survivors;
+5. optionally (``box_voting``, off in the protocol), box voting: each survivor's box and landmarks become the
+   score-weighted mean of its own and those of the candidates it suppressed (its score is kept), see
+   :func:`featherface.ops.boxes.vote`.
 
 This reproduces ``shared/golden/featherface_v1/outputs.npz`` exactly (same detections, same order).
 """
@@ -34,7 +37,7 @@ import torch
 from torch import Tensor
 
 from featherface.ops.box_coding import VARIANCES, decode_boxes, decode_landmarks
-from featherface.ops.boxes import nms
+from featherface.ops.boxes import nms, suppression_owner, vote
 
 __all__ = [
     "Detections",
@@ -144,6 +147,7 @@ def detect_from_outputs(
     scale: tuple[float, float] = (1.0, 1.0),
     variances: Sequence[float] = VARIANCES,
     nms_offset: float = 1.0,
+    box_voting: bool = False,
 ) -> Detections:
     """Detections of one image from its head outputs (steps and conventions in the module docstring).
 
@@ -160,6 +164,8 @@ def detect_from_outputs(
         scale: ``(sx, sy)`` from network-input pixels to original-image pixels.
         variances: box coding variances.
         nms_offset: pixel-size convention of the NMS IoU (1: reference "+1"; 0: continuous).
+        box_voting: replace each survivor's box and landmarks by the score-weighted mean over the candidates it
+            suppressed and itself.
 
     Returns:
         :class:`Detections` in original-image pixels, by decreasing score; empty tensors with shapes
@@ -194,6 +200,10 @@ def detect_from_outputs(
         keep = keep[:keep_top_k]
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("postprocess: %d priors, %d into NMS, %d kept", p, index.numel(), keep.numel())
+    if box_voting and keep.numel():
+        owner = suppression_owner(boxes, cand_scores, keep, nms_iou, offset=nms_offset)
+        merged = vote(torch.cat((boxes, points), dim=1), cand_scores, owner, keep.numel())
+        return Detections(merged[:, :4], cand_scores[keep], merged[:, 4:].unflatten(-1, (5, 2)))
     return Detections(boxes[keep], cand_scores[keep], points[keep].unflatten(-1, (5, 2)))
 
 
@@ -210,6 +220,7 @@ def detect_batch(
     scales: Sequence[tuple[float, float]] | tuple[float, float] | None = None,
     variances: Sequence[float] = VARIANCES,
     nms_offset: float = 1.0,
+    box_voting: bool = False,
 ) -> list[Detections]:
     """:func:`detect_from_outputs` for each image of a batch.
 
@@ -247,6 +258,7 @@ def detect_batch(
             loc[b], scores[b], landmarks[b], priors, image_size,
             score_threshold=score_threshold, pre_nms_top_k=pre_nms_top_k, nms_iou=nms_iou,
             keep_top_k=keep_top_k, scale=per_image[b], variances=variances, nms_offset=nms_offset,
+            box_voting=box_voting,
         )
         for b in range(batch)
     ]

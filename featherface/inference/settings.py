@@ -67,6 +67,8 @@ class DetectorSettings:
             protocol of RetinaFace / FeatherFace), 0 continuous coordinates.
         batch_size: images per forward pass of the torch detector (same-size images only); detectors that run
             one image at a time (ONNX, peers) ignore it.
+        box_voting: after NMS, replace each survivor's box and landmarks by the score-weighted mean of its own and
+            those of the boxes it suppressed (its score is kept). Off in the evaluation protocol.
 
     Raises:
         SettingError: a value out of range (naming the field).
@@ -79,6 +81,7 @@ class DetectorSettings:
     long_side: int | None = None
     nms_offset: float = 1.0
     batch_size: int = 8
+    box_voting: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold < 1.0:
@@ -95,6 +98,8 @@ class DetectorSettings:
             raise SettingError("long_side", "must be None or an integer >= 32", self.long_side)
         if self.nms_offset not in (0, 1):
             raise SettingError("nms_offset", "must be 0 (continuous) or 1 (reference '+1')", self.nms_offset)
+        if not isinstance(self.box_voting, bool):
+            raise SettingError("box_voting", "must be true or false", self.box_voting)
 
     @classmethod
     def names(cls) -> list[str]:

@@ -26,6 +26,8 @@ __all__ = [
     "box_area",
     "box_iou",
     "nms",
+    "suppression_owner",
+    "vote",
 ]
 
 
@@ -137,3 +139,47 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: float = 0.0
     threshold = torch.tensor(float(iou_threshold), dtype=work_dtype).item()
     keep = torchvision.ops.nms(ordered, ranks, threshold)
     return order[keep]
+
+
+def suppression_owner(boxes: Tensor, scores: Tensor, keep: Tensor, iou_threshold: float, offset: float = 0.0) -> Tensor:
+    """For each box, the survivor of :func:`nms` that suppressed it.
+
+    Greedy NMS removes a box when the first survivor visited before it (by decreasing score, equal scores by
+    increasing index) overlaps it by IoU > ``iou_threshold``; that survivor owns it. A survivor owns itself.
+    Boxes no survivor in ``keep`` overlaps (those after a ``keep_top_k`` cut) have no owner.
+
+    Args:
+        boxes: ``(N, 4)`` xyxy; scores: ``(N,)``; keep: ``(K,)`` int64 survivors in visiting order, as
+            :func:`nms` returns them (possibly cut to its first ``K``); iou_threshold, offset: as for :func:`nms`.
+
+    Returns:
+        ``(N,)`` int64: the position in ``keep`` of each box's owner, ``-1`` for none.
+    """
+    n = boxes.shape[0]
+    rank = torch.empty(n, dtype=torch.int64, device=boxes.device)
+    rank[torch.sort(scores, descending=True, stable=True).indices] = torch.arange(n, device=boxes.device)
+    work = boxes.float() if not boxes.dtype.is_floating_point or torch.finfo(boxes.dtype).bits < 32 else boxes
+    threshold = torch.tensor(float(iou_threshold), dtype=work.dtype).item()
+    suppresses = (box_iou(work[keep], work, offset) > threshold) & (rank[keep][:, None] < rank[None, :])  # (K, N)
+    owner = torch.where(suppresses.any(dim=0), suppresses.int().argmax(dim=0), -1)
+    owner[keep] = torch.arange(keep.numel(), device=boxes.device)
+    return owner
+
+
+def vote(values: Tensor, scores: Tensor, owner: Tensor, count: int) -> Tensor:
+    """Box voting: each survivor's values become the score-weighted mean over the boxes it owns (itself and the
+    boxes it suppressed; see :func:`suppression_owner`).
+
+    Args:
+        values: ``(N, D)`` per-box values (e.g. xyxy boxes and landmarks, in pixels); scores: ``(N,)``, the weights;
+        owner: ``(N,)`` int64 from :func:`suppression_owner`; count: the number of survivors ``K``.
+
+    Returns:
+        ``(K, D)`` in the dtype of ``values``, in the order of ``keep``.
+    """
+    owned = owner >= 0
+    weights = scores[owned].to(values.dtype)
+    total = torch.zeros(count, values.shape[1], dtype=values.dtype, device=values.device)
+    total.index_add_(0, owner[owned], values[owned] * weights[:, None])
+    norm = torch.zeros(count, dtype=values.dtype, device=values.device).index_add_(0, owner[owned], weights)
+    return total / norm[:, None]

@@ -80,5 +80,5 @@ def test_references_stage_scores_each_detector_on_the_val_images(
         assert row["num_images"] == 2 and row["num_images_total"] == 3226 and row["ap"]["hard"] > 0.3
     record = json.loads((tmp_path / "results" / "references" / "provenance.json").read_text())
     assert set(record["params"]["predict"]) == {"long_side", "score_threshold", "pre_nms_top_k", "nms_iou",
-                                                "keep_top_k"}
+                                                "keep_top_k", "box_voting"}
     assert str(yunet) in record["inputs_sha256"]

@@ -1,5 +1,5 @@
-"""featherface.cli.tools: info, evaluate (prediction folders, models, peers, the attention bypass, its errors) and
-transfer."""
+"""featherface.cli.tools: info, evaluate (prediction folders, models, peers, the attention bypass, box voting, its
+errors) and transfer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from featherface.cli import main
-from featherface.eval.prediction_files import write_prediction_folder
+from featherface.eval.prediction_files import read_prediction_folder, write_prediction_folder
 from featherface.models.checkpoints import save_checkpoint
 from featherface.models.loading import build_model_from_checkpoint, load_weights
 from featherface.models.registry import create_model
@@ -149,6 +149,32 @@ def test_evaluate_a_peer_on_two_images(
     assert "(2 of the 3226 val images took part)" in capsys.readouterr().out
     ap = json.loads((out / "ap.json").read_text())
     assert ap["num_images"] == 2 and ap["ap"]["hard"] > 0.3
+
+
+def test_evaluate_with_box_voting_moves_boxes_not_scores(
+    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
+    if not yunet.is_file():
+        pytest.skip(f"{yunet} is absent")
+    images = copy_two_val_images(widerface_dir, tmp_path)
+    rows = {}
+    for name, flags in (("plain", []), ("voted", ["--box-voting"])):
+        out = tmp_path / name
+        assert main(["evaluate", "--peer", "yunet", "--weights", str(yunet), "--images", str(images.parent),
+                     "--gt", str(widerface_dir / "val"), "--out", str(out), "--quiet", *flags]) == 0
+        rows[name] = read_prediction_folder(out / "predictions")
+    assert rows["plain"].keys() == rows["voted"].keys()
+    for key, plain in rows["plain"].items():
+        voted = rows["voted"][key]
+        assert np.array_equal(plain[:, 4], voted[:, 4])  # same detections, same scores
+    assert any(not np.array_equal(rows["plain"][k][:, :4], rows["voted"][k][:, :4]) for k in rows["plain"])
+
+
+def test_box_voting_needs_a_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--predictions", str(tmp_path), "--gt", str(tmp_path), "--box-voting",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--box-voting applies when a detector runs" in capsys.readouterr().err
 
 
 def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,

@@ -144,6 +144,15 @@ def test_batch_equals_one_by_one(v1_weights: Path, small: np.ndarray) -> None:
     assert detector([]) == []
 
 
+def test_box_voting_moves_boxes_and_keeps_scores(v1: FaceDetector, small: np.ndarray) -> None:
+    plain = v1(small)
+    voted = FaceDetector(v1.model, v1.settings.updated(box_voting=True), device="cpu")(small)
+    assert len(voted) == len(plain) > 3 and torch.equal(voted.scores, plain.scores)
+    moved = (voted.boxes - plain.boxes).abs().amax(dim=1)
+    assert moved.max() > 0.1 and moved.median() < 5.0  # means of near-duplicates: small moves
+    assert not torch.equal(voted.landmarks, plain.landmarks)
+
+
 def test_path_and_array_inputs_agree(v1: FaceDetector, small: np.ndarray, tmp_path: Path) -> None:
     path = tmp_path / "small.png"  # lossless, so the decoded array equals `small`
     cv2.imwrite(str(path), small)

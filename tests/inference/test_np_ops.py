@@ -110,6 +110,27 @@ def test_detect_from_outputs_matches_torch_postprocess():
     np.testing.assert_allclose(ours.landmarks, ref.landmarks.numpy(), rtol=0, atol=1e-4)
 
 
+def test_box_voting_matches_torch_postprocess():
+    rng = np.random.default_rng(4)
+    height, width = 96, 128
+    priors = npo.make_priors(height, width)
+    p = len(priors)
+    loc = rng.normal(0, 0.3, (p, 4)).astype(np.float32)
+    lmk = rng.normal(0, 0.3, (p, 10)).astype(np.float32)
+    scores = npo.face_scores(rng.normal(0, 2, (p, 2)).astype(np.float32))
+    settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=400, max_detections=30)
+    plain = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings)
+    voted = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings.updated(box_voting=True))
+    ref = detect_from_outputs(
+        torch.from_numpy(loc), torch.from_numpy(scores), torch.from_numpy(lmk), torch.from_numpy(priors),
+        (height, width), score_threshold=0.3, pre_nms_top_k=400, nms_iou=0.4, keep_top_k=30, box_voting=True,
+    )
+    assert np.array_equal(voted.scores, plain.scores) and np.array_equal(voted.scores, ref.scores.numpy())
+    assert np.abs(voted.boxes - plain.boxes).max() > 0.5  # the voting moved boxes
+    np.testing.assert_allclose(voted.boxes, ref.boxes.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(voted.landmarks, ref.landmarks.numpy(), rtol=0, atol=1e-4)
+
+
 def test_to_wider_rows_by_hand_and_like_api():
     dets = npo.RuntimeDetections(
         np.array([[10.7, -4.7, 30.2, 20.9], [0.0, 0.0, 5.5, 5.5]], np.float32),

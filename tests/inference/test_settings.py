@@ -29,6 +29,8 @@ def test_settings_validation():
         rt.RuntimeSettings(long_side=16)
     with pytest.raises(ValueError, match="nms_offset"):
         rt.RuntimeSettings(nms_offset=0.5)
+    with pytest.raises(ValueError, match="box_voting must be true or false, got 'yes'"):
+        rt.RuntimeSettings(box_voting="yes")
     assert rt.WIDER_SETTINGS.as_kwargs()["score_threshold"] == WIDER_PROTOCOL.score_threshold
 
 
@@ -36,8 +38,8 @@ def test_one_class_and_one_protocol_under_every_name():
     assert DetectorSettings is st.DetectorSettings is rt.RuntimeSettings is rt.DetectorSettings
     assert WIDER_PROTOCOL is st.WIDER_PROTOCOL is rt.WIDER_SETTINGS
     assert (WIDER_PROTOCOL.score_threshold, WIDER_PROTOCOL.nms_iou, WIDER_PROTOCOL.pre_nms_top_k,
-            WIDER_PROTOCOL.max_detections, WIDER_PROTOCOL.long_side, WIDER_PROTOCOL.nms_offset) == (
-            0.02, 0.4, 5000, 750, None, 1.0)
+            WIDER_PROTOCOL.max_detections, WIDER_PROTOCOL.long_side, WIDER_PROTOCOL.nms_offset,
+            WIDER_PROTOCOL.box_voting) == (0.02, 0.4, 5000, 750, None, 1.0, False)
 
 
 def test_errors_carry_the_field_and_the_rule():
@@ -62,14 +64,15 @@ def test_updated_names_unknown_settings_and_keeps_the_original():
 
 def test_predict_section_builds_the_settings_and_names_its_keys():
     assert PredictConfig().detector_settings() == WIDER_PROTOCOL.updated(batch_size=1)
-    custom = PredictConfig(long_side=640, keep_top_k=100, batch_size=4).detector_settings()
-    assert (custom.long_side, custom.max_detections, custom.batch_size) == (640, 100, 4)
+    custom = PredictConfig(long_side=640, keep_top_k=100, batch_size=4, box_voting=True).detector_settings()
+    assert (custom.long_side, custom.max_detections, custom.batch_size, custom.box_voting) == (640, 100, 4, True)
     for kwargs, message in (
         ({"keep_top_k": 0}, "predict.keep_top_k: must be >= 1"),
         ({"score_threshold": 1.0}, r"predict.score_threshold: must be in \[0, 1\)"),
         ({"nms_iou": 0.0}, r"predict.nms_iou: must be in \(0, 1\]"),
         ({"batch_size": 0}, "predict.batch_size: must be >= 1"),
         ({"long_side": 16}, r"predict.long_side: must be 0 \(original\) or >= 32"),
+        ({"box_voting": 1}, "predict.box_voting: must be true or false"),
     ):
         with pytest.raises(ConfigError, match=f"^{message}$"):
             PredictConfig(**kwargs)

@@ -1,4 +1,5 @@
-"""Box conversions, areas, IoU (against hand values and torchvision), NMS (hand cases and a loop reference)."""
+"""Box conversions, areas, IoU (against hand values and torchvision), NMS (hand cases and a loop reference), box
+voting (hand case, a loop reference)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from featherface.ops.boxes import (
     box_iou,
     cxcywh_to_xyxy,
     nms,
+    suppression_owner,
+    vote,
     xywh_to_xyxy,
     xyxy_to_cxcywh,
     xyxy_to_xywh,
@@ -131,3 +134,57 @@ def test_nms_matches_loop_reference(seed: int) -> None:
     expected = _reference_nms(dets, 0.4)
     assert len(expected) < 300  # the case exercises suppression
     assert nms(boxes, scores, 0.4, offset=1).tolist() == expected
+
+
+def test_box_voting_hand_case() -> None:
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # 0: survivor
+            [2.0, 0.0, 12.0, 10.0],  # 1: IoU with 0 = 80 / 120 = 0.67 -> suppressed by 0
+            [20.0, 20.0, 30.0, 30.0],  # 2: survivor
+            [20.0, 22.0, 30.0, 32.0],  # 3: IoU with 2 = 0.67 -> suppressed by 2
+            [1.0, 0.0, 11.0, 10.0],  # 4: IoU 0.82 with 0 and 0.82 with 1 -> suppressed by 0 (1 is gone)
+        ]
+    )
+    scores = torch.tensor([0.9, 0.6, 0.8, 0.2, 0.3])
+    keep = nms(boxes, scores, 0.4)
+    assert keep.tolist() == [0, 2]
+    owner = suppression_owner(boxes, scores, keep, 0.4)
+    assert owner.tolist() == [0, 0, 1, 1, 0]
+    merged = vote(boxes, scores, owner, 2)
+    # Survivor 0: weights 0.9, 0.6, 0.3 on x1 = 0, 2, 1 -> (0 + 1.2 + 0.3) / 1.8 = 0.8333; x2 = 10.8333.
+    # Survivor 2: weights 0.8, 0.2 on y1 = 20, 22 -> 20.4; y2 = 30.4.
+    torch.testing.assert_close(merged, torch.tensor([[1.5 / 1.8, 0.0, 10 + 1.5 / 1.8, 10.0],
+                                                     [20.0, 20.4, 30.0, 30.4]]))
+
+
+def test_box_voting_leaves_lone_survivors_and_cut_boxes_alone() -> None:
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0], [50.0, 51.0, 60.0, 61.0]])
+    scores = torch.tensor([0.9, 0.5, 0.4])
+    keep = nms(boxes, scores, 0.4)[:1]  # a keep-k cut after the first survivor
+    owner = suppression_owner(boxes, scores, keep, 0.4)
+    assert owner.tolist() == [0, -1, -1]  # box 2 belongs to the cut survivor 1, not to 0
+    assert torch.equal(vote(boxes, scores, owner, 1), boxes[:1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_box_voting_matches_loop_reference(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(200, 2, generator=generator, dtype=torch.float64) * 100
+    boxes = torch.cat((xy, xy + 5 + torch.rand(200, 2, generator=generator, dtype=torch.float64) * 30), 1)
+    scores = torch.rand(200, generator=generator, dtype=torch.float64)
+    # The loop: visit by decreasing score; a survivor takes every remaining box it overlaps by IoU > 0.4.
+    order = torch.argsort(scores, descending=True).tolist()
+    expected, alive = [], set(order)
+    for i in order:
+        if i not in alive:
+            continue
+        iou = box_iou(boxes[i : i + 1], boxes, offset=1)[0]
+        group = [j for j in order if j in alive and (j == i or iou[j] > 0.4)]
+        alive -= set(group)
+        weights = scores[group]
+        expected.append((boxes[group] * weights[:, None]).sum(0) / weights.sum())
+    keep = nms(boxes, scores, 0.4, offset=1)
+    owner = suppression_owner(boxes, scores, keep, 0.4, offset=1)
+    assert len(expected) == keep.numel() < 150  # the case exercises suppression
+    torch.testing.assert_close(vote(boxes, scores, owner, keep.numel()), torch.stack(expected))
