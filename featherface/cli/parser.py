@@ -367,6 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="tools:cmd_transfer")
 
     p = verbs.add_parser(
+        "average",
+        help="average the weights of checkpoints of one architecture (a model soup)",
+        description=(
+            "Write one checkpoint whose weights are the mean of several checkpoints of ours with the same "
+            "architecture, e.g. runs with other seeds or recipes fine-tuned from one checkpoint (Wortsman et al., "
+            "'Model soups', ICML 2022). Floating-point tensors are averaged, integer ones taken from the first file; "
+            "optimiser and schedule state are left out. Example: featherface average --weights "
+            "results/builtin/kd3/final.pt results/builtin/kd3s1/final.pt --out results/builtin/soup.pt"
+        ),
+    )
+    p.add_argument("--weights", nargs="+", required=True, help="two or more checkpoints of ours")
+    p.add_argument("--mix", nargs="+", type=float, metavar="W",
+                   help="one weight per checkpoint, normalised to sum 1 (default: the uniform mean)")
+    p.add_argument("--out", required=True, help="the checkpoint to write")
+    p.set_defaults(func="tools:cmd_average")
+
+    p = verbs.add_parser(
         "pack",
         help="a compact copy of training folders (downscaled, re-encoded) for a small upload to a GPU machine",
         description=(

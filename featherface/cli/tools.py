@@ -21,7 +21,8 @@ from featherface.inference.detector import WIDER_PROTOCOL, FaceDetector
 from featherface.inference.images import list_images
 from featherface.inference.onnx import WIDER_SETTINGS
 from featherface.inference.peers import peer_detector
-from featherface.models.checkpoints import save_checkpoint
+from featherface.models.averaging import average_checkpoints
+from featherface.models.checkpoints import save_checkpoint, write_checkpoint_file
 from featherface.models.loading import load_trained_model
 from featherface.models.registry import create_model
 from featherface.models.summary import summarize
@@ -167,6 +168,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, target, kind="transfer", source=str(args.weights), model_name=args.model)
     print(f"{args.out}: {args.model} with {len(report.loaded)} tensors from {args.weights}; "
           f"{len(report.not_loaded)} kept their initialisation, {len(report.skipped)} source tensors unused")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    checkpoint = average_checkpoints(args.weights, args.mix)
+    write_checkpoint_file(args.out, checkpoint)
+    mix = ", ".join(f"{s['path']} x{s['weight']:.3g}" for s in checkpoint["averaged_from"])
+    print(f"{args.out}: the mean of {len(args.weights)} checkpoints ({mix}), {len(checkpoint['model'])} tensors")
     return 0
 
 

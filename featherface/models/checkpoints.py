@@ -47,6 +47,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "strip_module_prefix",
+    "write_checkpoint_file",
     "unwrap_model",
 ]
 
@@ -260,10 +261,19 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, /, **extra: 
         "config": config.to_dict() if hasattr(config, "to_dict") else None,
     }
     payload.update(extra)
+    return write_checkpoint_file(path, payload)
+
+
+def write_checkpoint_file(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """``torch.save`` a checkpoint dict to ``path`` atomically (temporary file, flushed, renamed over ``path``).
+
+    Raises:
+        CheckpointWriteError: the file could not be written (the message names it and the reason).
+    """
     dest = Path(path)
     try:
         with atomic_target(dest, fsync=True) as tmp, open(tmp, "wb") as handle:
-            torch.save(payload, handle)
+            torch.save(dict(payload), handle)
     except (OSError, RuntimeError) as err:
         if isinstance(err, CheckpointWriteError):
             raise

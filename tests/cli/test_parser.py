@@ -8,7 +8,7 @@ from featherface.cli import build_parser, main
 
 VERBS = (
     "download", "verify", "validate", "train", "predict", "score", "evaluate", "detect", "export", "benchmark", "info",
-    "study-table", "report", "references", "transfer", "pack", "attention",
+    "study-table", "report", "references", "transfer", "average", "pack", "attention",
 )
 
 

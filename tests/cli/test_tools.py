@@ -133,12 +133,17 @@ def test_bypass_attention_needs_a_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--bypass-attention needs a model of ours" in capsys.readouterr().err
 
 
+@pytest.fixture()
+def yunet(weights_dir: Path) -> Path:
+    path = weights_dir / "peers" / "yunet_n_dynamic.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
 def test_evaluate_a_peer_on_two_images(
-    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    yunet: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
-    if not yunet.is_file():
-        pytest.skip(f"{yunet} is absent")
     images = copy_two_val_images(widerface_dir, tmp_path)
     out = tmp_path / "eval"
     code = main([
@@ -151,12 +156,7 @@ def test_evaluate_a_peer_on_two_images(
     assert ap["num_images"] == 2 and ap["ap"]["hard"] > 0.3
 
 
-def test_evaluate_with_box_voting_moves_boxes_not_scores(
-    weights_dir: Path, widerface_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    yunet = weights_dir / "peers" / "yunet_n_dynamic.onnx"
-    if not yunet.is_file():
-        pytest.skip(f"{yunet} is absent")
+def test_evaluate_with_box_voting_moves_boxes_not_scores(yunet: Path, widerface_dir: Path, tmp_path: Path) -> None:
     images = copy_two_val_images(widerface_dir, tmp_path)
     rows = {}
     for name, flags in (("plain", []), ("voted", ["--box-voting"])):

@@ -90,14 +90,20 @@ def test_nms_matches_torch_with_many_ties(offset):
     assert ours.tolist() == ref.tolist()
 
 
-def test_detect_from_outputs_matches_torch_postprocess():
-    rng = np.random.default_rng(3)
-    height, width = 120, 88
+def _random_outputs(seed: int, height: int, width: int, spread: float):
+    """Priors and random head outputs (loc, scores, landmarks) of a ``height x width`` input, float32."""
+    rng = np.random.default_rng(seed)
     priors = npo.make_priors(height, width)
     p = len(priors)
-    loc = rng.normal(0, 0.5, (p, 4)).astype(np.float32)
-    lmk = rng.normal(0, 0.5, (p, 10)).astype(np.float32)
+    loc = rng.normal(0, spread, (p, 4)).astype(np.float32)
+    lmk = rng.normal(0, spread, (p, 10)).astype(np.float32)
     scores = npo.face_scores(rng.normal(0, 2, (p, 2)).astype(np.float32))
+    return priors, loc, scores, lmk
+
+
+def test_detect_from_outputs_matches_torch_postprocess():
+    height, width = 120, 88
+    priors, loc, scores, lmk = _random_outputs(3, height, width, spread=0.5)
     settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=300, max_detections=40)
     ours = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings, scale=(1.5, 2.0))
     ref = detect_from_outputs(
@@ -111,13 +117,8 @@ def test_detect_from_outputs_matches_torch_postprocess():
 
 
 def test_box_voting_matches_torch_postprocess():
-    rng = np.random.default_rng(4)
     height, width = 96, 128
-    priors = npo.make_priors(height, width)
-    p = len(priors)
-    loc = rng.normal(0, 0.3, (p, 4)).astype(np.float32)
-    lmk = rng.normal(0, 0.3, (p, 10)).astype(np.float32)
-    scores = npo.face_scores(rng.normal(0, 2, (p, 2)).astype(np.float32))
+    priors, loc, scores, lmk = _random_outputs(4, height, width, spread=0.3)
     settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=400, max_detections=30)
     plain = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings)
     voted = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings.updated(box_voting=True))

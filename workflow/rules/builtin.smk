@@ -13,7 +13,10 @@
 # "kd" and "kd6" (params-builtin-kd.yaml, -kd6.yaml), zoom4's recipe with the teacher's classification term weighted
 # x3 and x6 (its box term x2); "kd2" (params-builtin-kd2.yaml), six more from "kd" at x6; "kdbox"
 # (params-builtin-kdbox.yaml), six more from "kd" with the teacher's box term x5 on more priors; "kd3"
-# (params-builtin-kd3.yaml), six more from "kd2" (the built-in weights of session 7) at x6.
+# (params-builtin-kd3.yaml), six more from "kd2" (the built-in weights of session 7) at x6, and its twin "kd3s1"
+# (params-builtin-kd3s1.yaml) with another seed; "soup3", their weights averaged (featherface average, BUILTIN_SOUPS);
+# "kd4" (params-builtin-kd4.yaml), six more from kd3 at x6, and its twin "kd4z" (params-builtin-kd4z.yaml) with crops
+# that zoom out up to 3x.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -34,17 +37,24 @@ BUILTIN_PHASES = {
     "kd2": ("params-builtin-kd2.yaml", "kd"),
     "kdbox": ("params-builtin-kdbox.yaml", "kd"),
     "kd3": ("params-builtin-kd3.yaml", "kd2"),
+    "kd3s1": ("params-builtin-kd3s1.yaml", "kd2"),
+    "kd4": ("params-builtin-kd4.yaml", "kd3"),
+    "kd4z": ("params-builtin-kd4z.yaml", "kd3"),
+}
+# phase: the phases whose final.pt weights it averages (a model soup)
+BUILTIN_SOUPS = {
+    "soup3": ("kd3", "kd3s1"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
 
 wildcard_constraints:
-    phase="|".join(("step0", "mimic", *BUILTIN_PHASES)),
+    phase="|".join(("step0", "mimic", *BUILTIN_PHASES, *BUILTIN_SOUPS)),
 
 
 rule builtin:
     input:
-        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", *BUILTIN_PHASES)),
+        expand(f"{BUILTIN_DIR}/{{phase}}/score/ap.json", phase=("step0", "mimic", *BUILTIN_PHASES, *BUILTIN_SOUPS)),
 
 
 rule builtin_step0:
@@ -96,6 +106,23 @@ rule builtin_continue:
         runtime=24 * 60,
     shell:
         "featherface train --params {input.params} --out {BUILTIN_DIR}/{wildcards.phase} --resume auto --quiet > {log} 2>&1"
+
+
+rule builtin_soup:
+    input:
+        lambda wc: [f"{BUILTIN_DIR}/{phase}/final.pt" for phase in BUILTIN_SOUPS[wc.phase]],
+    output:
+        final=f"{BUILTIN_DIR}/{{phase}}/final.pt",
+    wildcard_constraints:
+        phase="|".join(BUILTIN_SOUPS),
+    log:
+        "logs/builtin/{phase}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "featherface average --weights {input} --out {output.final} > {log} 2>&1"
 
 
 rule builtin_predict:
