@@ -16,7 +16,7 @@
 # (params-builtin-kd3.yaml), six more from "kd2" (the built-in weights of session 7) at x6, and its twin "kd3s1"
 # (params-builtin-kd3s1.yaml) with another seed; "soup3", their weights averaged (featherface average, BUILTIN_SOUPS);
 # "kd4" (params-builtin-kd4.yaml), six more from kd3 at x6, and its twin "kd4z" (params-builtin-kd4z.yaml) with crops
-# that zoom out up to 3x.
+# that zoom out up to 3x (the built-in weights of session 8); "kd5z" (params-builtin-kd5z.yaml), six more from kd4z.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -40,6 +40,7 @@ BUILTIN_PHASES = {
     "kd3s1": ("params-builtin-kd3s1.yaml", "kd2"),
     "kd4": ("params-builtin-kd4.yaml", "kd3"),
     "kd4z": ("params-builtin-kd4z.yaml", "kd3"),
+    "kd5z": ("params-builtin-kd5z.yaml", "kd4z"),
 }
 # phase: the phases whose final.pt weights it averages (a model soup)
 BUILTIN_SOUPS = {
