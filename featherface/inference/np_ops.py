@@ -250,13 +250,15 @@ def nms(
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray, offset: float) -> np.ndarray:
-    """``(K, 4)`` x ``(N, 4)`` xyxy -> ``(K, N)`` IoU in the boxes' dtype, widths ``x2 - x1 + offset``."""
+    """``(K, 4)`` x ``(N, 4)`` xyxy -> ``(K, N)`` IoU in the boxes' dtype, with the arithmetic of :func:`nms`
+    (bottom-right corners moved by ``offset`` first), so that both make the same ``> threshold`` decisions."""
     dtype = a.dtype.type
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + dtype(offset)
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + dtype(offset)
-    inter = np.maximum(dtype(0), w) * np.maximum(dtype(0), h)
-    area_a = (a[:, 2] - a[:, 0] + dtype(offset)) * (a[:, 3] - a[:, 1] + dtype(offset))
-    area_b = (b[:, 2] - b[:, 0] + dtype(offset)) * (b[:, 3] - b[:, 1] + dtype(offset))
+    ax2, ay2 = a[:, 2] + dtype(offset), a[:, 3] + dtype(offset)
+    bx2, by2 = b[:, 2] + dtype(offset), b[:, 3] + dtype(offset)
+    w = np.maximum(dtype(0), np.minimum(ax2[:, None], bx2[None, :]) - np.maximum(a[:, None, 0], b[None, :, 0]))
+    h = np.maximum(dtype(0), np.minimum(ay2[:, None], by2[None, :]) - np.maximum(a[:, None, 1], b[None, :, 1]))
+    inter = w * h
+    area_a, area_b = (ax2 - a[:, 0]) * (ay2 - a[:, 1]), (bx2 - b[:, 0]) * (by2 - b[:, 1])
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 

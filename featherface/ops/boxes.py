@@ -159,8 +159,10 @@ def suppression_owner(boxes: Tensor, scores: Tensor, keep: Tensor, iou_threshold
     rank = torch.empty(n, dtype=torch.int64, device=boxes.device)
     rank[torch.sort(scores, descending=True, stable=True).indices] = torch.arange(n, device=boxes.device)
     work = boxes.float() if not boxes.dtype.is_floating_point or torch.finfo(boxes.dtype).bits < 32 else boxes
+    if offset != 0:  # the IoU arithmetic of nms: corners moved first, so both make the same decisions
+        work = torch.cat((work[:, :2], work[:, 2:] + offset), dim=1)
     threshold = torch.tensor(float(iou_threshold), dtype=work.dtype).item()
-    suppresses = (box_iou(work[keep], work, offset) > threshold) & (rank[keep][:, None] < rank[None, :])  # (K, N)
+    suppresses = (box_iou(work[keep], work) > threshold) & (rank[keep][:, None] < rank[None, :])  # (K, N)
     owner = torch.where(suppresses.any(dim=0), suppresses.int().argmax(dim=0), -1)
     owner[keep] = torch.arange(keep.numel(), device=boxes.device)
     return owner
