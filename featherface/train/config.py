@@ -92,6 +92,8 @@ class TrainConfig:
         attention_lr_mult: learning-rate multiplier of the parameters under the model's ``attention.``
             modules (the six attention sites); 2.0 in the founding configuration.
         grad_clip: maximum global L2 norm of the gradients (0 = no clipping).
+        ema_decay: keep an exponential moving average of the weights with this decay (0 = off; e.g. 0.995, an
+            average over about the last 200 steps) and write it as ``final.pt``; see :mod:`featherface.train.ema`.
 
         trainable: parameter-name prefixes that train (e.g. ``[context]`` for the SSH modules alone); empty trains
             every parameter. The other parameters are frozen and their BatchNorm layers kept in eval mode.
@@ -162,6 +164,7 @@ class TrainConfig:
     gamma: float = 0.1
     attention_lr_mult: float = 2.0
     grad_clip: float = 0.0
+    ema_decay: float = 0.0
     trainable: tuple[str, ...] = ()
     freeze_bn: bool = False
 
@@ -210,6 +213,8 @@ class TrainConfig:
             value = getattr(self, key)
             _require(math.isfinite(value) and value >= 0, key, f"must be a finite number >= 0, got {value}")
         _require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _require(math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay",
+                 f"must be in [0, 1) (0 = no weight average), got {self.ema_decay}")
         _require(self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
         _require(self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _require(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")

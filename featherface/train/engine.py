@@ -7,7 +7,8 @@
 * ``last.pt`` every ``checkpoint_every`` epochs and after the last one, atomically (temporary file + rename:
   a kill at any moment leaves the previous file intact); its content is described in
   :mod:`featherface.train.state`.
-* ``final.pt`` at the end: the model, its config, ``train_config``, ``model_name`` and ``epoch``; readable by
+* ``final.pt`` at the end: the model (with ``train.ema_decay`` > 0 the moving average of its weights,
+  :mod:`featherface.train.ema`), its config, ``train_config``, ``model_name`` and ``epoch``; readable by
   :func:`~featherface.models.checkpoints.build_model_from_checkpoint`. The ODConv temperature buffers keep
   the value of the last step (``temperature_end`` once ``temperature_epochs`` have passed).
 * ``metrics.csv``: one row per epoch (:mod:`featherface.train.metrics`): ``epoch`` (1-based, epochs completed),
@@ -49,7 +50,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from featherface.config import to_dict
 from featherface.data.dataset import make_loader, set_loader_epoch
-from featherface.models.checkpoints import CheckpointWriteError, load_state_dict_checked, save_checkpoint
+from featherface.models.checkpoints import (
+    CheckpointError,
+    CheckpointWriteError,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 from featherface.nn.odconv import ODConv2d, set_temperature
 from featherface.ops.priors import make_priors
 from featherface.train import distributed
@@ -63,6 +69,7 @@ from featherface.train.builders import (
 )
 from featherface.train.config import TrainConfig
 from featherface.train.distributed import DistEnv
+from featherface.train.ema import WeightAverage
 from featherface.train.faults import TrainingInterrupted, loader_worker_error, non_finite_loss_error, resume_advice
 from featherface.train.loss import ExtraLoss, MultiBoxLoss
 from featherface.train.metrics import BASE_COLUMNS, MetricsLog, attention_entropies, probe_batch
@@ -125,6 +132,7 @@ class _Run:
     start_epoch: int
     global_step: int
     wall_s: float
+    ema: WeightAverage | None = None
 
 
 @dataclass
@@ -262,7 +270,8 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 self._end_epoch(run, epoch, totals, time.perf_counter() - t0)
             if env.is_main:
-                save_checkpoint(self.final_path, run.model, kind="final", train_config=to_dict(cfg),
+                final_model = run.ema.model if run.ema is not None else run.model
+                save_checkpoint(self.final_path, final_model, kind="final", train_config=to_dict(cfg),
                                 model_name=cfg.model, epoch=cfg.epochs)
                 log.info("final model: %s", self.final_path)
         except KeyboardInterrupt:
@@ -331,6 +340,13 @@ class Trainer:
                                                       loader_generator=loader.generator,
                                                       steps_per_epoch=steps_per_epoch)
 
+        ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        if ema is not None and ckpt is not None:
+            if ckpt.get("ema") is None:
+                raise CheckpointError(f"{self.last_path}: train.ema_decay is {cfg.ema_decay} but the file holds no "
+                                      "weight average; cannot resume")
+            ema.load_state_dict(ckpt["ema"])
+
         owned_losses = build_extra_losses(cfg, model, device, self.weights_base)
         has_odconv = any(isinstance(m, ODConv2d) for m in model.modules())
         metrics = probe = None
@@ -367,6 +383,7 @@ class Trainer:
             start_epoch=start_epoch,
             global_step=global_step,
             wall_s=wall_s,
+            ema=ema,
         )
 
     def _train_epoch(self, run: _Run, epoch: int) -> _EpochTotals:
@@ -417,6 +434,8 @@ class Trainer:
                                             self.env.rank, self.last_path)
             run.scaler.step(run.optimizer)
             run.scaler.update()
+            if run.ema is not None:
+                run.ema.update(run.model)
             totals.add(values[:6], extra_values, images.shape[0])
             run.global_step += 1
             info = StepInfo(epoch, i, step, totals.lr, totals.temperature, values[0], values[1], values[2],
@@ -480,5 +499,6 @@ class Trainer:
         save_train_state(self.last_path, run.model, self.config, optimizer=run.optimizer, scaler=run.scaler,
                          loader_generator=run.loader.generator, epoch=epoch, global_step=run.global_step,
                          steps_per_epoch=run.steps_per_epoch, wall_s=run.wall_s,
-                         augment_seed=getattr(self.dataset, "seed", None), world_size=self.env.world_size)
+                         augment_seed=getattr(self.dataset, "seed", None), world_size=self.env.world_size,
+                         ema=run.ema.state_dict() if run.ema is not None else None)
         self._saved_epoch = epoch

@@ -7,7 +7,8 @@ atomically) with the extras ``kind="train_state"``, ``train_config`` (the resolv
 (``GradScaler`` state or None), ``epoch`` (epochs completed), ``global_step`` (optimiser steps taken), ``rng``
 (torch CPU / CUDA, numpy and Python generator states and the loader's generator), ``data`` (the dataset's
 augmentation seed and the shuffle seed: with the epoch they fix every sample of the next epochs, see
-:mod:`featherface.data.dataset`) and ``wall_s`` (training seconds so far).
+:mod:`featherface.data.dataset`), ``wall_s`` (training seconds so far) and ``ema`` (the weight average's
+:meth:`~featherface.train.ema.WeightAverage.state_dict`, or None without ``train.ema_decay``).
 
 A run continues only from a state written with the same settings, but for
 :data:`~featherface.train.config.RESUME_TOLERATED_KEYS` (:class:`ResumeMismatchError` otherwise).
@@ -88,6 +89,7 @@ def save_train_state(
     wall_s: float,
     augment_seed: int | None,
     world_size: int,
+    ema: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``last.pt`` (see the module docstring) after ``epoch`` finished epochs; returns ``path``.
 
@@ -108,6 +110,7 @@ def save_train_state(
         data={"augment_seed": augment_seed, "shuffle_seed": config.seed, "next_epoch": epoch,
               "world_size": world_size},
         wall_s=wall_s,
+        ema=ema,
     )
 
 

@@ -43,6 +43,8 @@ def test_yaml_int_for_float_field_is_accepted():
         ({"temperature_start": 0.0}, "train.temperature_start"),
         ({"match_iou": 1.5}, "train.match_iou"),
         ({"grad_clip": -1.0}, "train.grad_clip"),
+        ({"ema_decay": 1.0}, "train.ema_decay"),
+        ({"ema_decay": -0.1}, "train.ema_decay"),
     ],
 )
 def test_bad_values_name_their_key(data, key):

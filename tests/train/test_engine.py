@@ -184,6 +184,29 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path):
     assert [r["loss"] for r in rows] == [r["loss"] for r in _read_csv(tmp_path / "a" / "metrics.csv")]
 
 
+def test_weight_average_is_written_as_final_and_resumes_exactly(tmp_path):
+    cfg = tiny_config(model="featherface_odconv", epochs=3, ema_decay=0.5, probe_images=0)
+    _fit(cfg, tmp_path / "a")
+    final = load_checkpoint(tmp_path / "a" / "final.pt")
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert last["ema"]["updates"] == 6
+    average, trained = final["model"], last["model"]
+    assert all(torch.equal(average[k], last["ema"]["model"][k]) for k in average)
+    moved = [k for k in average if average[k].is_floating_point() and not torch.equal(average[k], trained[k])]
+    assert moved  # final.pt holds the average, not the last weights
+    assert all(torch.equal(average[k], trained[k]) for k in average if k.endswith("temperature"))
+
+    def kill_in_epoch_3(info):
+        if info.global_step == 4:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        _fit(cfg, tmp_path / "b", on_step=kill_in_epoch_3)
+    _fit(cfg, tmp_path / "b", resume=True)
+    resumed = load_checkpoint(tmp_path / "b" / "final.pt")["model"]
+    assert all(torch.equal(average[k], resumed[k]) for k in average)
+
+
 def test_resume_refuses_changed_settings(tmp_path):
     cfg = tiny_config(epochs=2, probe_images=0)
     _fit(cfg, tmp_path)

@@ -17,6 +17,8 @@
 # (params-builtin-kd3s1.yaml) with another seed; "soup3", their weights averaged (featherface average, BUILTIN_SOUPS);
 # "kd4" (params-builtin-kd4.yaml), six more from kd3 at x6, and its twin "kd4z" (params-builtin-kd4z.yaml) with crops
 # that zoom out up to 3x (the built-in weights of session 8); "kd5z" (params-builtin-kd5z.yaml), six more from kd4z.
+# "kd4zs1" (params-builtin-kd4zs1.yaml): kd4z again with seed 1; "kd4ze" (params-builtin-kd4ze.yaml): kd4z with a
+# moving average of the weights (train.ema_decay) as its final.pt.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -41,6 +43,8 @@ BUILTIN_PHASES = {
     "kd4": ("params-builtin-kd4.yaml", "kd3"),
     "kd4z": ("params-builtin-kd4z.yaml", "kd3"),
     "kd5z": ("params-builtin-kd5z.yaml", "kd4z"),
+    "kd4zs1": ("params-builtin-kd4zs1.yaml", "kd3"),
+    "kd4ze": ("params-builtin-kd4ze.yaml", "kd3"),
 }
 # phase: the phases whose final.pt weights it averages (a model soup)
 BUILTIN_SOUPS = {
