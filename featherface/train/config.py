@@ -92,8 +92,9 @@ class TrainConfig:
         attention_lr_mult: learning-rate multiplier of the parameters under the model's ``attention.``
             modules (the six attention sites); 2.0 in the founding configuration.
         grad_clip: maximum global L2 norm of the gradients (0 = no clipping).
-        ema_decay: keep an exponential moving average of the weights with this decay (0 = off; e.g. 0.995, an
-            average over about the last 200 steps) and write it as ``final.pt``; see :mod:`featherface.train.ema`.
+        ema_decay: keep an exponential moving average of the weights with this decay (0 = off; e.g. 0.998, an
+            average over about the last 500 steps, bias-corrected) and write it as ``final.pt``; see
+            :mod:`featherface.train.ema`.
 
         trainable: parameter-name prefixes that train (e.g. ``[context]`` for the SSH modules alone); empty trains
             every parameter. The other parameters are frozen and their BatchNorm layers kept in eval mode.

@@ -1,15 +1,16 @@
 """An exponential moving average (EMA) of a model's weights over the optimiser steps (``train.ema_decay``).
 
-After every optimiser step ``n`` (0-based count of updates made so far) each averaged tensor moves towards the
-trained model's::
+After every optimiser step the average moves towards the trained model's weights ``w``::
 
-    decay_n = min(ema_decay, (1 + n) / (10 + n))
-    ema     = decay_n * ema + (1 - decay_n) * weights
+    ema = decay_n * ema + (1 - decay_n) * w,    decay_n = 1 - (1 - ema_decay) / (1 - ema_decay ** (n + 1))
 
-The ramp ``(1 + n) / (10 + n)`` lets the average forget its starting point quickly in the first steps (the
-TensorFlow ``ExponentialMovingAverage`` rule with ``num_updates``); afterwards ``ema_decay`` rules, an average
-over about ``1 / (1 - ema_decay)`` steps. An average of the weights along one run's last steps is often a better
-model than the last weights (Polyak & Juditsky 1992; the EMA kept by YOLO-style detector trainers).
+with ``n`` the updates made before this one. This ``decay_n`` is the bias correction of Adam's moment estimates
+(Kingma & Ba 2015) written as an update: after ``N`` updates ``ema`` is exactly the mean of the ``N`` weights seen,
+the k-th weighted by ``ema_decay ** (N - k)``: the starting weights do not count (``decay_0 = 0``, the first
+update copies the weights), and ``ema_decay`` rules from the first step on, whatever the run's length. An average over
+about the last ``1 / (1 - ema_decay)`` steps (all of them in a shorter run) is often a better model than the last
+weights (Polyak & Juditsky 1992; the EMA kept by YOLO-style detector trainers). With float16 mixed precision a step
+that the ``GradScaler`` skips still counts as an update (of unchanged weights).
 
 Averaged: every floating-point tensor of the state dict (parameters, BatchNorm running statistics) except the
 ODConv ``temperature`` buffers, which follow their schedule and are copied, as are integer tensors
@@ -49,8 +50,8 @@ class WeightAverage:
             p.requires_grad_(False)
 
     def decay_at(self, updates: int) -> float:
-        """The decay of the update made after ``updates`` earlier ones."""
-        return min(self.decay, (1 + updates) / (10 + updates))
+        """The decay of the update made after ``updates`` earlier ones (0 for the first)."""
+        return 1.0 - (1.0 - self.decay) / (1.0 - self.decay ** (updates + 1))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

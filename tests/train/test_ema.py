@@ -17,23 +17,22 @@ class _Tiny(nn.Module):
         self.register_buffer("temperature", torch.tensor(30.0))
 
 
-def test_average_follows_the_decay_ramp_worked_by_hand():
+def test_average_is_the_decay_weighted_mean_of_the_weights_seen():
     model = _Tiny()
     with torch.no_grad():
-        model.linear.weight.fill_(0.0)
+        model.linear.weight.fill_(-100.0)  # the starting weights: forgotten by the first update
     ema = WeightAverage(model, decay=0.5)
-    with torch.no_grad():
-        model.linear.weight.fill_(10.0)
-    ema.update(model)  # decay min(0.5, 1/10) = 0.1: 0.1 * 0 + 0.9 * 10
-    assert ema.model.linear.weight.item() == pytest.approx(9.0)
-    with torch.no_grad():
-        model.linear.weight.fill_(20.0)
-    ema.update(model)  # decay min(0.5, 2/11) = 2/11
-    assert ema.model.linear.weight.item() == pytest.approx(2 / 11 * 9.0 + 9 / 11 * 20.0)
-    for _ in range(20):  # from update 9 on, (1 + n) / (10 + n) >= 0.5: the set decay rules
+    seen = [10.0, 20.0, 40.0]
+    for value in seen:
+        with torch.no_grad():
+            model.linear.weight.fill_(value)
         ema.update(model)
-    assert ema.decay_at(8) == pytest.approx(9 / 18) and ema.decay_at(100) == 0.5
-    assert ema.updates == 22
+    # by hand: weights 0.5 ** 2, 0.5, 1 for 10, 20, 40 -> (2.5 + 10 + 40) / 1.75 = 30
+    assert ema.model.linear.weight.item() == pytest.approx(30.0)
+    assert ema.decay_at(0) == 0.0 and ema.decay_at(1) == pytest.approx(1 / 3)
+    assert ema.decay_at(10_000) == pytest.approx(0.5)
+    assert WeightAverage(model, 0.998).decay_at(743) == pytest.approx(1 - 0.002 / (1 - 0.998 ** 744))
+    assert ema.updates == 3
     assert not any(p.requires_grad for p in ema.model.parameters()) and not ema.model.training
 
 
@@ -45,9 +44,13 @@ def test_temperature_and_integer_buffers_are_copied_the_rest_averaged():
         model.bn.running_mean.fill_(4.0)
         model.bn.num_batches_tracked.fill_(7)
     ema.update(model)
-    assert ema.model.temperature.item() == 1.0  # the schedule's value, not a mix
+    with torch.no_grad():
+        model.temperature.fill_(2.0)
+        model.bn.running_mean.fill_(6.0)
+    ema.update(model)  # decay 1 - 0.1 / 0.19 = 9 / 19
+    assert ema.model.temperature.item() == 2.0  # the schedule's value, not a mix
     assert ema.model.bn.num_batches_tracked.item() == 7
-    assert ema.model.bn.running_mean.item() == pytest.approx(0.9 * 4.0)  # decay 0.1 at the first update
+    assert ema.model.bn.running_mean.item() == pytest.approx(9 / 19 * 4.0 + 10 / 19 * 6.0)
 
 
 def test_state_round_trip_and_bad_decay():
