@@ -17,8 +17,10 @@
 # (params-builtin-kd3s1.yaml) with another seed; "soup3", their weights averaged (featherface average, BUILTIN_SOUPS);
 # "kd4" (params-builtin-kd4.yaml), six more from kd3 at x6, and its twin "kd4z" (params-builtin-kd4z.yaml) with crops
 # that zoom out up to 3x (the built-in weights of session 8); "kd5z" (params-builtin-kd5z.yaml), six more from kd4z.
-# "kd4zs1" (params-builtin-kd4zs1.yaml): kd4z again with seed 1; "kd4ze" (params-builtin-kd4ze.yaml): kd4z with a
-# moving average of the weights (train.ema_decay) as its final.pt.
+# "kd4zs1" and "kd4zs2" (params-builtin-kd4zs1.yaml, -kd4zs2.yaml): kd4z again with seeds 1 and 2; "kd5zs1"
+# (params-builtin-kd5zs1.yaml): kd5z's recipe from kd4zs1 with seed 1; "kd4ze" (params-builtin-kd4ze.yaml): kd4z with
+# a moving average of the weights (train.ema_decay) as its final.pt; "soup4" and "soup4z", the means of kd4 and kd4z,
+# and of kd4z and kd4zs1.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
@@ -44,11 +46,15 @@ BUILTIN_PHASES = {
     "kd4z": ("params-builtin-kd4z.yaml", "kd3"),
     "kd5z": ("params-builtin-kd5z.yaml", "kd4z"),
     "kd4zs1": ("params-builtin-kd4zs1.yaml", "kd3"),
+    "kd4zs2": ("params-builtin-kd4zs2.yaml", "kd3"),
+    "kd5zs1": ("params-builtin-kd5zs1.yaml", "kd4zs1"),
     "kd4ze": ("params-builtin-kd4ze.yaml", "kd3"),
 }
 # phase: the phases whose final.pt weights it averages (a model soup)
 BUILTIN_SOUPS = {
     "soup3": ("kd3", "kd3s1"),
+    "soup4": ("kd4", "kd4z"),
+    "soup4z": ("kd4z", "kd4zs1"),
 }
 BUILTIN_MODEL = config["train"]["model"]
 
