@@ -50,12 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from featherface.config import to_dict
 from featherface.data.dataset import make_loader, set_loader_epoch
-from featherface.models.checkpoints import (
-    CheckpointError,
-    CheckpointWriteError,
-    load_state_dict_checked,
-    save_checkpoint,
-)
+from featherface.models.checkpoints import CheckpointWriteError, load_state_dict_checked, save_checkpoint
 from featherface.nn.odconv import ODConv2d, set_temperature
 from featherface.ops.priors import make_priors
 from featherface.train import distributed
@@ -341,10 +336,7 @@ class Trainer:
                                                       steps_per_epoch=steps_per_epoch)
 
         ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        if ema is not None and ckpt is not None:
-            if ckpt.get("ema") is None:
-                raise CheckpointError(f"{self.last_path}: train.ema_decay is {cfg.ema_decay} but the file holds no "
-                                      "weight average; cannot resume")
+        if ema is not None and ckpt is not None:  # same ema_decay (read_resume_state checked): last.pt holds one
             ema.load_state_dict(ckpt["ema"])
 
         owned_losses = build_extra_losses(cfg, model, device, self.weights_base)
