@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from featherface.inference.detector import FaceDetector
@@ -36,6 +37,21 @@ def test_detect_cli_defaults_to_the_builtin_weights(widerface_dir: Path, tmp_pat
     assert main(["detect", str(image), "-o", str(tmp_path), "--no-images", "-q"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["images"] == 1 and summary["image_faces"] >= 3
+
+
+def test_detect_cli_votes_unless_told_not_to(widerface_dir: Path, tmp_path: Path) -> None:
+    """Box voting is on by default (the library's settings), off with --no-box-voting: same faces and scores, the
+    default's boxes are the voted ones of FaceDetector.builtin()."""
+    image = widerface_dir / "val" / "images" / MEETING
+    faces = {}
+    for name, flags in (("voted", []), ("plain", ["--no-box-voting"])):
+        assert main(["detect", str(image), "-o", str(tmp_path / name), "--no-images", "-q", *flags]) == 0
+        faces[name] = json.loads((tmp_path / name / (image.stem + ".json")).read_text())["faces"]
+    assert [f["score"] for f in faces["voted"]] == [f["score"] for f in faces["plain"]]
+    assert any(v["box"] != p["box"] for v, p in zip(faces["voted"], faces["plain"]))
+    voted = FaceDetector.builtin()(image)
+    assert np.abs(voted.boxes.numpy() - np.array([f["box"] for f in faces["voted"]])).max() <= 0.006
+    assert FaceDetector.builtin().settings.box_voting
 
 
 def test_model_without_weights_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,6 @@ from featherface.eval.widerface import UnknownImagesError
 from featherface.inference.detect import run_detect
 from featherface.inference.detector import WIDER_PROTOCOL, FaceDetector
 from featherface.inference.images import list_images
-from featherface.inference.onnx import WIDER_SETTINGS
 from featherface.inference.peers import peer_detector
 from featherface.models.averaging import average_checkpoints
 from featherface.models.checkpoints import save_checkpoint, write_checkpoint_file
@@ -66,19 +65,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
     if args.bypass_attention and (args.predictions or args.peer):
         raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
-    if args.box_voting and args.predictions:
-        raise ValueError("--box-voting applies when a detector runs (--images); a prediction folder is scored as it is")
+    if (args.box_voting or args.threshold is not None) and args.predictions:
+        raise ValueError("--box-voting and --threshold apply when a detector runs (--images); a prediction folder is "
+                         "scored as it is")
+    protocol = WIDER_PROTOCOL.updated(box_voting=args.box_voting)
+    if args.threshold is not None:
+        protocol = protocol.updated(score_threshold=args.threshold)
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
         if not args.images or not (args.weights or args.peer):
             raise ValueError("give either --predictions DIR, or --model/--weights or --peer with --images DIR")
         if args.peer:
-            detector = peer_detector(args.peer, args.weights,
-                                     settings=WIDER_SETTINGS.updated(box_voting=args.box_voting))
+            detector = peer_detector(args.peer, args.weights, settings=protocol)
         else:
-            settings = WIDER_PROTOCOL.updated(batch_size=1, box_voting=args.box_voting)
-            detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings)
+            detector = FaceDetector.from_pretrained(args.model, args.weights, settings=protocol.updated(batch_size=1))
             if args.bypass_attention:
                 _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"

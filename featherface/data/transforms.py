@@ -79,7 +79,7 @@ __all__ = [
 MEAN_BGR: tuple[int, int, int] = tuple(int(v) for v in _MEAN_BGR)  # (104, 117, 123), the fill colour of a crop
 #: Crop side as a fraction of the short image side (RetinaFace ``PRE_SCALES``).
 CROP_SCALES: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
-MAX_CROP_SCALE = 3.0
+MAX_CROP_SCALE = 4.0
 """Largest crop side / short image side: above 1 the crop zooms out (see :func:`random_square_crop`)."""
 #: Interpolations drawn uniformly by :func:`resize` (RetinaFace ``_resize_subtract_mean``).
 INTERPOLATIONS: tuple[int, ...] = (

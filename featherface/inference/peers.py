@@ -125,8 +125,9 @@ def retinaface_weights() -> bytes:
 
 
 def _settings(settings: DetectorSettings | None, overrides: dict[str, Any]) -> DetectorSettings:
-    """``settings`` (default: the defaults) with ``overrides``; every unknown name is listed at once."""
-    base = settings or DetectorSettings()
+    """``settings`` (default: the defaults without box voting: a peer runs as its authors ship it) with
+    ``overrides``; every unknown name is listed at once."""
+    base = settings or DetectorSettings(box_voting=False)
     unknown = sorted(set(overrides) - set(base.names()))
     if unknown:
         raise ValueError(f"unknown detector setting(s) {unknown}; known settings: {sorted(base.names())}")

@@ -68,7 +68,9 @@ class DetectorSettings:
         batch_size: images per forward pass of the torch detector (same-size images only); detectors that run
             one image at a time (ONNX, peers) ignore it.
         box_voting: after NMS, replace each survivor's box and landmarks by the score-weighted mean of its own and
-            those of the boxes it suppressed (its score is kept). Off in the evaluation protocol.
+            those of the boxes it suppressed (its score is kept). On by default, as it places the built-in
+            detector's boxes better (README, "Box voting"); off in the evaluation protocol (:data:`WIDER_PROTOCOL`)
+            and for the peers (:mod:`featherface.inference.peers`), which run as their authors ship them.
 
     Raises:
         SettingError: a value out of range (naming the field).
@@ -81,7 +83,7 @@ class DetectorSettings:
     long_side: int | None = None
     nms_offset: float = 1.0
     batch_size: int = 8
-    box_voting: bool = False
+    box_voting: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold < 1.0:
@@ -127,7 +129,8 @@ class DetectorSettings:
 
 #: The WIDER FACE evaluation protocol (DESIGN.md section 3): original size, score > 0.02, top 5000, NMS IoU 0.4
 #: with the "+1" convention, keep 750.
-WIDER_PROTOCOL = DetectorSettings(score_threshold=0.02, nms_iou=0.4, pre_nms_top_k=5000, max_detections=750)
+WIDER_PROTOCOL = DetectorSettings(score_threshold=0.02, nms_iou=0.4, pre_nms_top_k=5000, max_detections=750,
+                                  box_voting=False)
 
 #: Former name of :class:`DetectorSettings` in :mod:`featherface.inference.onnx` (kept for existing callers).
 RuntimeSettings = DetectorSettings

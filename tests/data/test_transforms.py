@@ -272,7 +272,7 @@ def test_crop_min_face_filter_at_training_scale() -> None:
 def test_crop_rejects_bad_arguments() -> None:
     image, target = make_scene()
     with pytest.raises(ValueError, match="scales"):
-        random_square_crop(image, target, np.random.default_rng(0), scales=(3.5,))
+        random_square_crop(image, target, np.random.default_rng(0), scales=(4.5,))
     with pytest.raises(ValueError, match=r"HxWx3 uint8.*float32"):
         random_square_crop(image.astype(np.float32), target, np.random.default_rng(0))
 

@@ -104,7 +104,8 @@ def _random_outputs(seed: int, height: int, width: int, spread: float):
 def test_detect_from_outputs_matches_torch_postprocess():
     height, width = 120, 88
     priors, loc, scores, lmk = _random_outputs(3, height, width, spread=0.5)
-    settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=300, max_detections=40)
+    settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=300, max_detections=40,
+                                box_voting=False)
     ours = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings, scale=(1.5, 2.0))
     ref = detect_from_outputs(
         torch.from_numpy(loc), torch.from_numpy(scores), torch.from_numpy(lmk), torch.from_numpy(priors),
@@ -119,7 +120,8 @@ def test_detect_from_outputs_matches_torch_postprocess():
 def test_box_voting_matches_torch_postprocess():
     height, width = 96, 128
     priors, loc, scores, lmk = _random_outputs(4, height, width, spread=0.3)
-    settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=400, max_detections=30)
+    settings = DetectorSettings(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=400, max_detections=30,
+                                box_voting=False)
     plain = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings)
     voted = npo.detect_from_outputs(loc, scores, lmk, priors, (height, width), settings.updated(box_voting=True))
     ref = detect_from_outputs(

@@ -353,6 +353,6 @@ def test_teacher_and_init_settings_are_checked():
     with pytest.raises(ConfigError, match="train.distill_features"):
         tiny_config(distill_features=("s9",))
     with pytest.raises(ConfigError, match="train.crop_scales"):
-        tiny_config(crop_scales=(0.5, 3.5))
+        tiny_config(crop_scales=(0.5, 4.5))
     with pytest.raises(ConfigError, match="train.trainable"):
         Trainer(tiny_config(trainable=("nothing",)), "unused", SyntheticFaces(4, 64), device="cpu").fit()
