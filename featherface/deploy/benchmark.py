@@ -218,10 +218,16 @@ class _Entry:
     trained: bool = True
 
 
+def _shipped_settings(entry: _Entry, score_threshold: float) -> RuntimeSettings:
+    """End-to-end settings as each detector ships: ours with box voting (the library's default), a peer with the
+    plain NMS of its authors."""
+    return RuntimeSettings(score_threshold=score_threshold, box_voting=entry.kind == "ours")
+
+
 def _original_size_row(entry: _Entry, images: Sequence[str], threads: int, runs: int,
                        score_threshold: float) -> LatencyRow:
     """End-to-end median over images (each the median of ``runs`` calls after one warm-up) at original size."""
-    detector = entry.make_detector(threads, RuntimeSettings(score_threshold=score_threshold))
+    detector = entry.make_detector(threads, _shipped_settings(entry, score_threshold))
     per_image, lows, highs, last = [], [], [], None
     for path in images:
         image = read_image(path)  # decoding excluded from the timing
@@ -343,7 +349,6 @@ def _measure_torch_and_e2e(entries: list[_Entry], cfg: BenchmarkConfig, image: n
                            rows: list[LatencyRow]) -> None:
     """PyTorch eager (ours) and end-to-end ORT detector latencies, one detector after the other."""
     size = f"{cfg.input_size[0]}x{cfg.input_size[1]}"
-    settings = RuntimeSettings(score_threshold=cfg.score_threshold)
     torch_threads = torch.get_num_threads()
     for entry in entries:
         for threads in cfg.threads:
@@ -358,7 +363,7 @@ def _measure_torch_and_e2e(entries: list[_Entry], cfg: BenchmarkConfig, image: n
                 rows.append(_row(entry.name, "torch", threads, size, timing, cfg.runs))
             if entry.make_detector is None:
                 continue
-            detector = entry.make_detector(threads, settings)
+            detector = entry.make_detector(threads, _shipped_settings(entry, cfg.score_threshold))
             timing = time_callable(lambda: detector(image), cfg.runs, cfg.warmup)
             rows.append(_row(entry.name, "e2e", threads, size, timing, cfg.runs, len(timing[3])))
             if cfg.images:

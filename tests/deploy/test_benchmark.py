@@ -264,3 +264,13 @@ def test_cpu_clock_ratios() -> None:
         vs = result.ratio("featherface_plain_ssh ort 1t", "retinaface_mnet025 ort 1t")
         assert "CPU time" in vs.name
         assert "ONNX Runtime 1t (CPU ms)" in format_markdown(result)
+
+
+def test_end_to_end_runs_each_detector_as_it_ships() -> None:
+    """Ours vote (the library's default post-processing), the peers keep their authors' plain NMS."""
+    from featherface.deploy.benchmark import _Entry, _shipped_settings
+
+    ours = _shipped_settings(_Entry("featherface_v1", "ours", b"", (0.0, 0.0, 0.0), None), 0.3)
+    peer = _shipped_settings(_Entry("yunet_n", "peer", b"", (0.0, 0.0, 0.0), None), 0.3)
+    assert (ours.box_voting, ours.score_threshold) == (True, 0.3)
+    assert (peer.box_voting, peer.score_threshold) == (False, 0.3)
