@@ -271,8 +271,8 @@ def test_slurm_profile_dry_runs(project: Path) -> None:
 @pytest.mark.parametrize("params_file, target, jobs", [
     ("params-ablation.yaml", "study", {"study_train": 12, "study_predict": 12, "study_score": 12, "study_bypass": 9}),
     ("params-study.yaml", "study", {"study_train": 8, "study_predict": 8, "study_score": 8}),
-    ("params-builtin.yaml", "builtin", {"builtin_continue": 23, "builtin_soup": 3, "builtin_predict": 28,
-                                       "builtin_score": 28}),
+    ("params-builtin.yaml", "builtin", {"builtin_continue": 27, "builtin_soup": 3, "builtin_predict": 32,
+                                       "builtin_score": 32}),
 ])
 def test_study_and_builtin_targets_plan_every_run(project: Path, params_file: str, target: str,
                                                    jobs: dict[str, int]) -> None:
