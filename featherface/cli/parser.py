@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (default 0.5)")
     p.add_argument(
         "--threshold", type=float, default=None,
-        help="with --images: keep detections scoring above this (default: the protocol's 0.02; 0.5 scores what "
-        "featherface detect returns)",
+        help="with --images: keep detections scoring above this (default: the protocol's 0.02; with --box-voting, "
+        "0.5 scores what featherface detect returns for a model of ours)",
     )
     p.add_argument(
         "--box-voting", action="store_true",

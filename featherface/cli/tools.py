@@ -65,12 +65,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("give --gt (the folder with the four wider_*_val.mat files) or --images")
     if args.bypass_attention and (args.predictions or args.peer):
         raise ValueError("--bypass-attention needs a model of ours (--model/--weights with --images)")
-    if (args.box_voting or args.threshold is not None) and args.predictions:
-        raise ValueError("--box-voting and --threshold apply when a detector runs (--images); a prediction folder is "
-                         "scored as it is")
+    if args.predictions:
+        given = [flag for flag, on in (("--box-voting", args.box_voting), ("--threshold", args.threshold is not None))
+                 if on]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise ValueError(f"{' and '.join(given)} {verb} when a detector runs (--images); a prediction folder is "
+                             "scored as it is")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
     protocol = WIDER_PROTOCOL.updated(box_voting=args.box_voting)
     if args.threshold is not None:
         protocol = protocol.updated(score_threshold=args.threshold)
+    if protocol != WIDER_PROTOCOL:
+        print(f"not the protocol: score > {protocol.score_threshold}, box voting {'on' if protocol.box_voting else 'off'}")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:

@@ -99,7 +99,8 @@ class BenchmarkConfig:
         images: image paths for the "original size" end-to-end row (empty: no such row).
         image_runs: timed calls per image for that row (after one warm-up call).
         profile: profile each of our exports in ORT (1 thread) over ``profile_runs`` calls.
-        score_threshold: end-to-end detector score threshold (0.5: deployment default; 0.02: WIDER protocol).
+        score_threshold: end-to-end detector score threshold (0.5: deployment default; 0.02: WIDER protocol's).
+            The end-to-end rows run each detector as it ships: ours with box voting, the peers with plain NMS.
         seed: seed of the random weights and of the synthetic image.
         smoke: tiny counts (2 warm-up, 3 runs, 160 x 160, 1 thread, 2 profile runs, 3 AP images) for tests.
         backends: bare-network runtimes, ``"ort"`` and / or ``"openvino"`` (:data:`BACKEND_LABELS`; OpenVINO is

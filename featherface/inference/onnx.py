@@ -233,7 +233,8 @@ class OnnxFaceDetector(RuntimeDetector):
     Args:
         onnx_path: a file written by :func:`featherface.deploy.export.export_onnx` (or its bytes).
         settings: a :class:`~featherface.inference.settings.DetectorSettings` to start from (default: its
-            defaults, score 0.5, NMS 0.4 "+1", top 5000, keep 750, original size); ``batch_size`` is not used.
+            defaults, score 0.5, NMS 0.4 "+1", top 5000, keep 750, original size, box voting on); ``batch_size``
+            is not used.
         threads: onnxruntime intra-op threads (``None``: its default).
         providers: onnxruntime execution providers (default CPU).
         backend: ``"onnxruntime"`` (default) or ``"openvino"`` (the optional extra; the ONNX file is converted

@@ -360,6 +360,9 @@ class YuNetOpenCV(RuntimeDetector):
         if not path.is_file():
             raise FileNotFoundError(f"YuNet ONNX model not found: {path}")
         self.settings = _settings(settings, overrides)
+        if self.settings.box_voting:
+            raise ValueError("yunet_opencv runs OpenCV's own NMS, which has no box voting: use the peer 'yunet' "
+                             "(onnxruntime with our post-processing) for box voting")
         self.source = str(path)
         s = self.settings
         self.detector = cv2.FaceDetectorYN.create(self.source, "", (320, 320), s.score_threshold, s.nms_iou,

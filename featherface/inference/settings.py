@@ -70,7 +70,8 @@ class DetectorSettings:
         box_voting: after NMS, replace each survivor's box and landmarks by the score-weighted mean of its own and
             those of the boxes it suppressed (its score is kept). On by default, as it places the built-in
             detector's boxes better (README, "Box voting"); off in the evaluation protocol (:data:`WIDER_PROTOCOL`)
-            and for the peers (:mod:`featherface.inference.peers`), which run as their authors ship them.
+            and for RetinaFace and YuNet (:mod:`featherface.inference.peers`), which run as their authors ship them
+            (the ``featherface_onnx`` entry there is ours and votes).
 
     Raises:
         SettingError: a value out of range (naming the field).

@@ -72,7 +72,7 @@ class TrainConfig:
         image_size: side S of the square training crops (640).
         crop_scales: crop side as a fraction of the short image side, one drawn per try (RetinaFace's
             0.3 / 0.45 / 0.6 / 0.8 / 1.0); larger values keep faces nearer the scale they have in the original image,
-            and values above 1 (up to 3) zoom out, padding with the mean colour, to train on smaller faces.
+            and values above 1 (up to 4) zoom out, padding with the mean colour, to train on smaller faces.
         max_train_images: use only the first N images of the label file (0 = all of them).
         min_face_px: drop faces smaller than this (pixels of the original image) when the labels are read.
         num_workers: data-loader processes (0 loads in the training process).

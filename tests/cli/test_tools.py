@@ -174,12 +174,12 @@ def test_evaluate_with_box_voting_moves_boxes_not_scores(yunet: Path, widerface_
 def test_box_voting_needs_a_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--predictions", str(tmp_path), "--gt", str(tmp_path), "--box-voting",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "--box-voting and --threshold apply when a detector runs" in capsys.readouterr().err
+    assert "--box-voting applies when a detector runs" in capsys.readouterr().err
 
 
 def test_evaluate_at_a_score_threshold(yunet: Path, widerface_dir: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """--threshold 0.5 scores what `featherface detect` returns: a subset of the protocol's detections."""
+    """--threshold 0.5 keeps the detections above 0.5: a subset of the protocol's."""
     images = copy_two_val_images(widerface_dir, tmp_path)
     rows = {}
     for name, flags in (("protocol", []), ("detect", ["--threshold", "0.5"])):
@@ -192,7 +192,7 @@ def test_evaluate_at_a_score_threshold(yunet: Path, widerface_dir: Path, tmp_pat
     assert min(r[:, 4].min() for r in rows["protocol"].values() if len(r)) <= 0.5
     assert main(["evaluate", "--peer", "yunet", "--weights", str(yunet), "--images", str(images.parent),
                  "--gt", str(widerface_dir / "val"), "--out", str(tmp_path / "bad"), "--threshold", "1.5"]) == 2
-    assert "score_threshold" in capsys.readouterr().err
+    assert "--threshold must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_transfer_writes_a_loadable_odconv_ssh(v1_weights: Path, tmp_path: Path,

@@ -188,7 +188,7 @@ def test_crop_hand_computed_window() -> None:
         assert np.all(out.landmarks == -1) and not out.has_landmarks.any()
 
 
-@pytest.mark.parametrize("scale", [1.2, 1.6, 2.0])
+@pytest.mark.parametrize("scale", [1.2, 1.6, 2.0, 4.0])
 def test_crop_zooming_out_places_the_image_in_a_mean_filled_square(scale) -> None:
     image, target = make_scene()
     side = int(scale * HEIGHT)  # larger than the height; larger than the width too from 1.6

@@ -415,7 +415,7 @@ def test_onnx_model_in_face_detector(tiny_models, tmp_path):
     model = tiny_models["featherface_cbam"]
     path = ex.export_onnx(model, tmp_path / "m.onnx", input_size=(32, 32), check=False)
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
-    settings = dict(score_threshold=0.3, device="cpu")
+    settings = dict(score_threshold=0.3, box_voting=False, device="cpu")  # the export alone, no averaging of near ties
     ref = FaceDetector(model, **settings)(image)
     got = FaceDetector(load_exported(path), **settings)(image)
     assert len(got) == len(ref) > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from featherface.inference.detector import FaceDetector, to_wider_rows
+from featherface.inference.detector import WIDER_PROTOCOL, FaceDetector, to_wider_rows
 from featherface.eval.predict import PredictSummary, predict_folder
 from featherface.eval.prediction_files import read_prediction_folder
 from featherface.models.registry import create_model
@@ -24,7 +24,7 @@ def detector(weights_dir: Path) -> FaceDetector:
     path = weights_dir / "featherface_v1_fork.pth"
     if not path.is_file():
         pytest.skip(f"{path} is absent")
-    return FaceDetector.from_pretrained("featherface_v1", path, device="cpu", score_threshold=0.02, long_side=512)
+    return FaceDetector.from_pretrained("featherface_v1", path, device="cpu", settings=WIDER_PROTOCOL, long_side=512)
 
 
 @pytest.fixture()

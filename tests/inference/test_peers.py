@@ -194,3 +194,13 @@ def test_peer_detector_errors(peers_dir):
         peers.peer_detector("yunet", peers_dir / "nowhere.onnx")
     with pytest.raises(ValueError, match="long_side does not apply"):
         peers.YuNetDetector(yunet_path(peers_dir, "yunet_n_640_640.onnx"), long_side=320)
+
+
+def test_peers_default_to_plain_nms_and_opencv_refuses_voting(peers_dir):
+    """Peers run as their authors ship them (no box voting) unless told otherwise; OpenCV's YuNet cannot vote."""
+    path = yunet_path(peers_dir, "yunet_n_dynamic.onnx")
+    assert peers.peer_detector("yunet", path, threads=1).settings.box_voting is False
+    if hasattr(cv2, "FaceDetectorYN"):
+        assert peers.peer_detector("yunet_opencv", path).settings.box_voting is False
+        with pytest.raises(ValueError, match="yunet_opencv runs OpenCV's own NMS, which has no box voting"):
+            peers.peer_detector("yunet_opencv", path, box_voting=True)

@@ -33,3 +33,4 @@ def test_the_builtin_reference_uses_the_predict_protocol(tmp_path: Path) -> None
     protocol = Params().predict
     assert detector.settings.score_threshold == protocol.score_threshold
     assert detector.settings.max_detections == protocol.keep_top_k and detector.settings.long_side is None
+    assert detector.settings.box_voting is False  # the protocol's plain NMS, though the library's default votes

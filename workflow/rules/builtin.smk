@@ -20,9 +20,9 @@
 # "kd4zs1" and "kd4zs2" (params-builtin-kd4zs1.yaml, -kd4zs2.yaml): kd4z again with seeds 1 and 2; "kd5zs1"
 # (params-builtin-kd5zs1.yaml): kd5z's recipe from kd4zs1 with seed 1; "kd4ze" (params-builtin-kd4ze.yaml): kd4z with
 # a moving average of the weights (train.ema_decay) as its final.pt; "kd6zs1" (params-builtin-kd6zs1.yaml): six more
-# epochs of kd5zs1's recipe from it, "kd6zs1s2" the same with seed 2, "kd7zs1" six more from kd6zs1 (the built-in weights);
-# "kd6z4" (params-builtin-kd6z4.yaml): kd6zs1 with crops zoomed out up to 4x; "soup4" and "soup4z", the means of kd4
-# and kd4z, and of kd4z and kd4zs1.
+# epochs of kd5zs1's recipe from it, "kd6zs1s2" the same with seed 2, "kd7zs1" six more from kd6zs1 (the built-in
+# weights); "kd6z4" (params-builtin-kd6z4.yaml): kd6zs1 with crops zoomed out up to 4x; "soup4" and "soup4z", the
+# means of kd4 and kd4z, and of kd4z and kd4zs1.
 # Training resumes from results/builtin/<phase>/last.pt after an interruption.
 
 BUILTIN_DIR = "results/builtin"
