@@ -20,6 +20,7 @@ from featherface.inference.detect import run_detect
 from featherface.inference.detector import WIDER_PROTOCOL, FaceDetector
 from featherface.inference.images import list_images
 from featherface.inference.peers import peer_detector
+from featherface.inference.settings import SettingError
 from featherface.models.averaging import average_checkpoints
 from featherface.models.checkpoints import save_checkpoint, write_checkpoint_file
 from featherface.models.loading import load_trained_model
@@ -72,22 +73,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             verb = "apply" if len(given) > 1 else "applies"
             raise ValueError(f"{' and '.join(given)} {verb} when a detector runs (--images); a prediction folder is "
                              "scored as it is")
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
-    protocol = WIDER_PROTOCOL.updated(box_voting=args.box_voting)
+    settings = WIDER_PROTOCOL.updated(box_voting=args.box_voting)
     if args.threshold is not None:
-        protocol = protocol.updated(score_threshold=args.threshold)
-    if protocol != WIDER_PROTOCOL:
-        print(f"not the protocol: score > {protocol.score_threshold}, box voting {'on' if protocol.box_voting else 'off'}")
+        try:
+            settings = settings.updated(score_threshold=args.threshold)
+        except SettingError as err:
+            raise ValueError(f"--threshold {err.rule}, got {err.value}") from None
+    if settings != WIDER_PROTOCOL:
+        voting = "on" if settings.box_voting else "off"
+        print(f"not the protocol: score > {settings.score_threshold}, box voting {voting}")
     if args.predictions:
         pred_dir = Path(args.predictions)
     else:
         if not args.images or not (args.weights or args.peer):
             raise ValueError("give either --predictions DIR, or --model/--weights or --peer with --images DIR")
         if args.peer:
-            detector = peer_detector(args.peer, args.weights, settings=protocol)
+            detector = peer_detector(args.peer, args.weights, settings=settings)
         else:
-            detector = FaceDetector.from_pretrained(args.model, args.weights, settings=protocol.updated(batch_size=1))
+            detector = FaceDetector.from_pretrained(args.model, args.weights, settings=settings.updated(batch_size=1))
             if args.bypass_attention:
                 _bypass_attention(detector, args, out_dir)
         pred_dir = out_dir / "predictions"
